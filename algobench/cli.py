@@ -1,0 +1,216 @@
+"""The `algobench` command line. Commands parse their options and call the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from algobench.errors import UserError
+
+app = typer.Typer(
+    help="Benchmark neural-network training algorithms: time to a validation target, scored by "
+         "performance profiles.\n\nExample: algobench run --workload gpt2 --submission adan",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+list_app = typer.Typer(help="List what is registered: algobench list workloads", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare datasets: algobench data prepare gpt2 --size smoke", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_DATA = Path(os.environ.get("ALGOBENCH_DATA_DIR", "data"))
+DEFAULT_RESULTS = Path(os.environ.get("ALGOBENCH_RESULTS_DIR", "results"))
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _workload_names(incomplete: str = "") -> list[str]:
+    import workloads  # noqa: F401
+    from algobench.workload import WORKLOADS
+
+    return [n for n in WORKLOADS.names() if n.startswith(incomplete)]
+
+
+def _submission_names(incomplete: str = "") -> list[str]:
+    from algobench.submission import builtin_names
+
+    return [n for n in builtin_names() if n.startswith(incomplete)]
+
+
+WorkloadOpt = Annotated[str, typer.Option("--workload", "-w", help="Workload name, e.g. gpt2 (see: algobench list workloads).",
+                                          autocompletion=_workload_names)]
+SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submission name in submissions/ (e.g. adan) "
+                                            "or a path to a submission file (./my_opt.py).",
+                                            autocompletion=_submission_names)]
+SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where prepared data lives [env ALGOBENCH_DATA_DIR].")]
+ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Where trial folders go [env ALGOBENCH_RESULTS_DIR].")]
+
+
+@app.command()
+def run(
+    workload: WorkloadOpt,
+    submission: SubmissionOpt,
+    size: SizeOpt = "smoke",
+    hparams: Annotated[Path | None, typer.Option(help="JSON or YAML file of hyperparameters overriding the "
+                                                  "submission's defaults, e.g. --hparams hp.yaml.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps, e.g. --max-steps 100.")] = None,
+    budget_s: Annotated[float | None, typer.Option(help="Override the size's runtime budget (s of submission time).")] = None,
+    eval_period_s: Annotated[float | None, typer.Option(help="Evaluate every this many s of submission time.")] = None,
+    eval_every_steps: Annotated[int | None, typer.Option(help="Evaluate every this many steps instead (reproducible).")] = None,
+    log_every_steps: Annotated[int | None, typer.Option(help="Print the training loss every N steps (one host sync).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16.")] = "auto",
+    compile: Annotated[str, typer.Option(help="torch.compile the model: auto (on GPU), on or off.")] = "auto",
+    data_dir: DataDirOpt = DEFAULT_DATA,
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS,
+) -> None:
+    """Run one trial: train WORKLOAD with SUBMISSION until the validation target, the budget or a failure.
+
+    Example: algobench run --workload gpt2 --submission adan --size smoke --seed 1
+    """
+    from algobench import submission as submission_lib
+    from algobench.display import TrialDisplay, outcome_panel
+    from algobench.specs import RunOptions, TrialConfig
+    from algobench.trial import execute
+
+    overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
+    config = _validated(TrialConfig, workload=workload, size=size, submission=submission, hparams=overrides,
+                        seed=seed, results_dir=results_dir, data_dir=data_dir,
+                        options=dict(device=device, precision=precision, compile=compile, max_steps=max_steps,
+                                     budget_s=budget_s, eval_period_s=eval_period_s,
+                                     eval_period_steps=eval_every_steps, log_every_steps=log_every_steps))
+    if overrides:  # name the file in errors about its fields
+        submission_lib.load(submission).hparams(overrides, source=str(hparams))
+    display = TrialDisplay(console)
+    try:
+        summary, trial_dir = execute(config, on_event=display)
+    except KeyboardInterrupt:
+        display.close()
+        err_console.print("interrupted: the trial folder has no summary.json (unfinished)")
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+    console.print(outcome_panel(summary, trial_dir))
+
+
+@list_app.command("workloads")
+def list_workloads(fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table) -> None:
+    """Every workload and size with its target, budget and eval period. Example: algobench list workloads --format json"""
+    import workloads  # noqa: F401
+    from algobench.workload import WORKLOADS
+
+    rows = []
+    for name in WORKLOADS.names():
+        spec = WORKLOADS.get(name)
+        for size, p in spec.presets.items():
+            rows.append({"workload": name, "size": size, "target": p.target.model_dump(), "budget_s": p.budget_s,
+                         "eval_period_s": p.eval_period_s, "eval_period_steps": p.eval_period_steps,
+                         "step_hint": p.step_hint, "batch_size": p.batch_size, "frameworks": list(spec.frameworks),
+                         "algoperf_name": spec.algoperf_name, "how_target_was_set": p.how_target_was_set,
+                         "description": spec.description})
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="workloads")
+    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch"):
+        table.add_column(col)
+    for r in rows:
+        t = r["target"]
+        every = f"{r['eval_period_steps']} steps" if r["eval_period_steps"] else f"{r['eval_period_s']:g} s"
+        table.add_row(r["workload"], r["size"], f"{t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']:g}",
+                      f"{r['budget_s']:g} s", every, str(r["step_hint"]), str(r["batch_size"]))
+    console.print(table)
+
+
+@list_app.command("submissions")
+def list_submissions(fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table) -> None:
+    """Every built-in submission: form, paper and default hyperparameters. Example: algobench list submissions"""
+    from algobench import submission as submission_lib
+
+    rows = []
+    for name in submission_lib.builtin_names():
+        sub = submission_lib.load(name)
+        rows.append({"submission": name, "form": sub.form, "paper": sub.paper, "hparams": sub.defaults,
+                     "search_space": sub.search_space, "path": str(sub.path)})
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="submissions")
+    for col in ("submission", "form", "paper", "defaults"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["submission"], r["form"], r["paper"], ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+    console.print(table)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    workload: Annotated[str, typer.Argument(help="Workload name, e.g. gpt2.", autocompletion=_workload_names)],
+    size: SizeOpt = "smoke",
+    data_dir: DataDirOpt = DEFAULT_DATA,
+    source: Annotated[Path | None, typer.Option(help="Local text: a file or folder of .txt/.jsonl/.parquet "
+                                                "documents, instead of the default download.")] = None,
+    shards: Annotated[Path | None, typer.Option(help="A folder of existing token shards (e.g. modded-nanogpt's "
+                                                "fineweb_train_*.bin): checked and linked.")] = None,
+) -> None:
+    """Prepare WORKLOAD's data for SIZE. Example: algobench data prepare gpt2 --size smoke"""
+    import workloads  # noqa: F401
+    from algobench.workload import WORKLOADS
+
+    spec = WORKLOADS.get(workload)
+    if size not in spec.presets:
+        raise UserError(f"workload {workload} has no size '{size}'; sizes: {', '.join(spec.presets)}")
+    options = {k: v for k, v in {"source": source, "shards": shards}.items() if v is not None}
+    with console.status(f"preparing {workload} ({size}) in {data_dir}"):
+        out = spec.data.prepare(size, data_dir, **options)
+    console.print(f"prepared {workload} ({size}): {out}")
+
+
+def _validated(model, **fields):
+    """Build a pydantic config; a validation error becomes one readable line naming the field."""
+    try:
+        return model(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "options")
+        raise UserError(f"invalid {where}: {first['msg']}") from None
+
+
+def _register_optional_commands() -> None:
+    """Commands from other modules (scoring, tuning, ...) that may not exist yet in a checkout."""
+    import importlib
+
+    for module in ("algobench.cli_scoring",):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        sys.exit(err.exit_code)

@@ -1,0 +1,220 @@
+"""Submissions: finding, loading and validating them, and the simple form built on the full one.
+
+A submission is a module, found by name in `submissions/` (`adan.py` or `adan/submission.py`)
+or by path (`--submission ./my_opt.py`). It comes in one of two forms:
+
+1. simple: `HPARAMS` (defaults), `SEARCH_SPACE` (AlgoPerf's tuning_search_space format),
+   `make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer` and
+   `lr_schedule(*, step, step_hint, hparams) -> float` (the learning rate at `step`).
+2. full, AlgoPerf-style: `init_optimizer_state(*, workload, model_params, model_state,
+   hyperparameters, rng)` and `update_params(*, workload, current_param_container,
+   current_params_types, model_state, hyperparameters, batch, loss_type, optimizer_state,
+   eval_results, global_step, rng, train_state)` returning `(optimizer_state, params,
+   model_state)` (optionally a 4th element: the step's loss tensor, for logging); optional
+   `data_selection`, `prepare_for_eval` and `get_batch_size`.
+
+The runner only knows the full form; `_simple_form` turns a simple module into one.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from algobench.errors import UserError, closest, unknown
+
+FULL_REQUIRED = ("init_optimizer_state", "update_params")
+SIMPLE_REQUIRED = ("make_optimizer", "lr_schedule")
+
+
+class TrainingComplete(Exception):
+    """Raised by a submission's update_params to end training after this step (AlgoPerf's
+    TrainingCompleteError)."""
+
+
+def make_hparams(values: Mapping[str, Any]) -> tuple:
+    """Hyperparameters as a namedtuple, AlgoPerf's form: `hparams.learning_rate`."""
+    Hyperparameters = collections.namedtuple("Hyperparameters", sorted(values))
+    return Hyperparameters(**values)
+
+
+@dataclass(frozen=True)
+class Submission:
+    name: str
+    path: Path
+    form: Literal["simple", "full"]
+    module: ModuleType
+    defaults: dict[str, Any]
+    search_space: dict[str, Any]
+    paper: str
+    init_optimizer_state: Callable[..., Any]
+    update_params: Callable[..., Any]
+    data_selection: Callable[..., Any]
+    prepare_for_eval: Callable[..., Any] | None = None
+    get_batch_size: Callable[[str], int] | None = None
+    sha256: str = field(default="")
+
+    def hparams(self, overrides: Mapping[str, Any] | None = None, *, source: str = "--hparams") -> dict:
+        """The defaults with `overrides` applied; unknown names fail with the nearest valid ones."""
+        values = dict(self.defaults)
+        for key, value in (overrides or {}).items():
+            if self.defaults and key not in self.defaults:
+                hint = ", ".join(closest(key, self.defaults))
+                raise UserError(f"{source}: '{key}' is not a hyperparameter of {self.name}; "
+                                f"did you mean: {hint}?")
+            default = self.defaults.get(key)
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise UserError(f"{source}: '{key}' must be a number, got {value!r}")
+            values[key] = value
+        return values
+
+
+def submissions_dir() -> Path:
+    import submissions
+
+    return Path(submissions.__file__).parent
+
+
+def builtin_names() -> list[str]:
+    root = submissions_dir()
+    names = [p.stem for p in root.glob("*.py") if not p.name.startswith("_")]
+    names += [p.parent.name for p in root.glob("*/submission.py") if not p.parent.name.startswith("_")]
+    return sorted(names)
+
+
+def resolve(name_or_path: str) -> tuple[str, Path]:
+    """(name, file) for a registry name or a path to a submission file."""
+    if name_or_path.endswith(".py") or "/" in name_or_path:
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            path = path / "submission.py"
+        if not path.is_file():
+            raise UserError(f"submission file not found: {name_or_path}")
+        return (path.parent.name if path.name == "submission.py" else path.stem), path.resolve()
+    root = submissions_dir()
+    for path in (root / f"{name_or_path}.py", root / name_or_path / "submission.py"):
+        if path.is_file():
+            return name_or_path, path
+    raise unknown("submission", name_or_path, builtin_names())
+
+
+def load(name_or_path: str) -> Submission:
+    name, path = resolve(name_or_path)
+    module = _import(name, path)
+    has = {attr for attr in (*FULL_REQUIRED, *SIMPLE_REQUIRED) if callable(getattr(module, attr, None))}
+    if set(FULL_REQUIRED) <= has:
+        form = "full"
+    elif set(SIMPLE_REQUIRED) <= has:
+        form = "simple"
+    else:
+        wanted = FULL_REQUIRED if has & set(FULL_REQUIRED) else SIMPLE_REQUIRED
+        missing = [attr for attr in wanted if attr not in has]
+        raise UserError(
+            f"submission {path} is missing {', '.join(missing)}: a submission defines either "
+            f"{' and '.join(SIMPLE_REQUIRED)} (simple form) or {' and '.join(FULL_REQUIRED)} (full form)")
+    defaults = dict(getattr(module, "HPARAMS", {}) or {})
+    fns = _full_form(module) if form == "full" else _simple_form(module)
+    return Submission(
+        name=name, path=path, form=form, module=module, defaults=defaults,
+        search_space=dict(getattr(module, "SEARCH_SPACE", {}) or {}),
+        paper=getattr(module, "PAPER", ""),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        **fns,
+    )
+
+
+def load_hparams_file(path: Path) -> dict[str, Any]:
+    """A JSON or YAML mapping of hyperparameter values."""
+    if not path.is_file():
+        raise UserError(f"hyperparameter file not found: {path}")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"hyperparameter file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
+                        f"{str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"hyperparameter file {path} must hold a mapping of name: value, "
+                        f"got {type(data).__name__}")
+    return data
+
+
+def _import(name: str, path: Path) -> ModuleType:
+    module_name = f"algobench_submission_{name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        del sys.modules[module_name]
+        raise UserError(f"submission {path}, line {err.lineno}: {err.msg}") from None
+    except ImportError as err:
+        del sys.modules[module_name]
+        raise UserError(f"submission {path} failed to import: {err}") from None
+    return module
+
+
+def default_data_selection(*, workload, input_queue: Iterator, optimizer_state, current_param_container,
+                           model_state, hyperparameters, global_step: int, rng) -> Any:
+    return next(input_queue)
+
+
+def _full_form(module: ModuleType) -> dict[str, Any]:
+    return {
+        "init_optimizer_state": module.init_optimizer_state,
+        "update_params": module.update_params,
+        "data_selection": getattr(module, "data_selection", default_data_selection),
+        "prepare_for_eval": getattr(module, "prepare_for_eval", None),
+        "get_batch_size": getattr(module, "get_batch_size", None),
+    }
+
+
+def _simple_form(module: ModuleType) -> dict[str, Any]:
+    """The full form of a simple submission: zero_grad, loss, backward, (clip), schedule, step."""
+
+    def init_optimizer_state(*, workload, model_params, model_state, hyperparameters, rng):
+        optimizer = module.make_optimizer(model=model_params, hparams=hyperparameters, workload=workload)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"make_optimizer returned {type(optimizer).__name__}, not a torch.optim.Optimizer")
+        return {"optimizer": optimizer}
+
+    def update_params(*, workload, current_param_container, current_params_types, model_state,
+                      hyperparameters, batch, loss_type, optimizer_state, eval_results, global_step,
+                      rng, train_state=None):
+        optimizer = optimizer_state["optimizer"]
+        lr = module.lr_schedule(step=global_step, step_hint=workload.step_hint, hparams=hyperparameters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        model = current_param_container
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = workload.loss(model, batch)
+        loss.backward()
+        grad_clip = getattr(hyperparameters, "grad_clip", None)
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return optimizer_state, model, model_state, loss.detach()
+
+    return {
+        "init_optimizer_state": init_optimizer_state,
+        "update_params": update_params,
+        "data_selection": default_data_selection,
+        "prepare_for_eval": None,
+        "get_batch_size": None,
+    }

@@ -1,0 +1,188 @@
+"""Text renderings of a scorecard: csv / json / markdown strings and rich tables.
+
+Every rendering shows the 90% interval next to each score and each per-workload speedup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+from rich.markup import escape
+from rich.table import Table
+
+from scoring.pipeline import Scored
+
+FAIL = "✗"
+
+
+def fmt_time(value: float, unit: str, *, inf: str = FAIL) -> str:
+    if not np.isfinite(value):
+        return inf
+    if unit == "steps":
+        return f"{value:,.0f} steps"
+    return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
+
+
+def fmt_interval(low: float, high: float, *, digits: int = 3) -> str:
+    def one(x: float) -> str:
+        return f"{x:.{digits}f}" if np.isfinite(x) else "inf"
+    return f"[{one(low)}, {one(high)}]"
+
+
+def fmt_time_interval(low: float, high: float, unit: str) -> str:
+    """`[700 s, 950 s]`; an unbounded end (some resamples never reached) is ∞."""
+    return f"[{fmt_time(low, unit, inf='∞')}, {fmt_time(high, unit, inf='∞')}]"
+
+
+def uncertainty_line(scored: Scored) -> str:
+    card = scored.card
+    if card.n_bootstrap == 0:
+        return "no interval (nothing to resample)"
+    return (f"{card.level:.0%} interval: bootstrap over studies, {card.n_bootstrap} resamples, "
+            f"seed {card.seed}")
+
+
+def caption(scored: Scored) -> str:
+    card = scored.card
+    ruleset = f"{scored.ruleset} ruleset · " if scored.ruleset else ""
+    by = "submission time" if card.unit == "s" else "steps"
+    parts = [f"{ruleset}time to target by {by} · tau_max {card.tau_max:g}",
+             uncertainty_line(scored), "hardware: " + "; ".join(scored.hardware)]
+    if card.baseline:
+        parts.insert(2, f"speedup vs {card.baseline} (failures at budget + 1 s)")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine-readable: csv / json / markdown
+
+
+def score_frame(scored: Scored) -> pd.DataFrame:
+    """One row per submission: rank, submission, score, score_low, score_high, failed, ...,
+    then `time:<workload>` (median time to target) and, with a baseline, `speedup:<workload>`
+    with its `speedup_low:` / `speedup_high:` bounds."""
+    card = scored.card
+    frame = card.scores.set_index("submission", drop=False)
+    for workload in card.times.columns:
+        frame[f"time:{workload}"] = card.times[workload]
+    if card.speedups is not None:
+        for column in ["speedup", "speedup_low", "speedup_high"]:
+            wide = card.speedups.pivot(index="submission", columns="workload", values=column)
+            for workload in card.times.columns:
+                frame[f"{column}:{workload}"] = wide[workload]
+    return frame.reset_index(drop=True)
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format="%.6g")
+
+
+def to_json(frame: pd.DataFrame) -> str:
+    """A list of records; infinity (not reached) is written as null, as in summary.json."""
+    def clean(value):
+        if isinstance(value, (float, np.floating)):
+            return None if not math.isfinite(value) else float(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        return value
+    records = [{key: clean(value) for key, value in row.items()}
+               for row in frame.to_dict(orient="records")]
+    return json.dumps(records, indent=2)
+
+
+def to_markdown(frame: pd.DataFrame, *, caption_text: str = "") -> str:
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            return "inf" if np.isinf(value) else f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+    lines = ["| " + " | ".join(frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    notes = "".join(f"\n\n{line}" for line in caption_text.splitlines())
+    return "\n".join(lines) + notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Rich tables
+
+
+def score_table(scored: Scored) -> Table:
+    """The compact table of `algobench score`."""
+    card = scored.card
+    table = Table(title="Benchmark scores")
+    for name in ["rank", "submission", "score", f"{card.level:.0%} interval", "failed"]:
+        table.add_column(name, justify="left" if name == "submission" else "right")
+    has_speedup = card.speedups is not None
+    if has_speedup:
+        table.add_column(f"speedup vs {card.baseline}", justify="right")
+        table.add_column(f"{card.level:.0%} interval", justify="right")
+    for row in card.scores.itertuples(index=False):
+        cells = [str(row.rank), escape(row.submission), f"{row.score:.3f}",
+                 escape(fmt_interval(row.score_low, row.score_high)),
+                 f"{row.failed}/{row.workloads}"]
+        if has_speedup:
+            cells += [f"{row.speedup:.3f}x",
+                      escape(fmt_interval(row.speedup_low, row.speedup_high))]
+        table.add_row(*cells)
+    return table
+
+
+def speedup_table(scored: Scored) -> Table:
+    """Per-workload speedups against the baseline, with intervals."""
+    card = scored.card
+    table = Table(title=f"Per-workload speedup vs {card.baseline} (t_baseline / t_submission)")
+    table.add_column("submission")
+    for workload in card.times.columns:
+        table.add_column(workload, justify="right")
+    long = card.speedups.set_index(["submission", "workload"])
+    for submission in card.scores["submission"]:
+        cells = []
+        for workload in card.times.columns:
+            row = long.loc[(submission, workload)]
+            bounds = fmt_interval(row.speedup_low, row.speedup_high, digits=2)
+            cells.append(f"{row.speedup:.2f}x {escape(bounds)}")
+        table.add_row(escape(submission), *cells)
+    return table
+
+
+def workload_cell(scored: Scored, submission: str, workload: str) -> str:
+    """`812 s [700, 950] 1.20x`, or a failure mark saying why."""
+    card = scored.card
+    time = card.times.at[submission, workload]
+    ratio = card.ratios.at[submission, workload]
+    if not np.isfinite(time):
+        return f"[red]{FAIL} not reached[/red]"
+    low, high = card.time_low.at[submission, workload], card.time_high.at[submission, workload]
+    spread = " " + escape(fmt_time_interval(low, high, card.unit)) if card.n_bootstrap else ""
+    if not np.isfinite(ratio):
+        return f"{fmt_time(time, card.unit)}{spread} [red]{FAIL} ratio > {card.tau_max:g}[/red]"
+    style = "bold green" if ratio == 1 else ""
+    mark = f"[{style}]{ratio:.2f}x[/{style}]" if style else f"{ratio:.2f}x"
+    return f"{fmt_time(time, card.unit)}{spread} {mark}"
+
+
+def leaderboard_table(scored: Scored) -> Table:
+    """rank, submission, score with interval, per workload: time to target and ratio to best."""
+    card = scored.card
+    table = Table(title="algobench leaderboard", caption=escape(caption(scored)),
+                  caption_justify="left", show_lines=True)
+    table.add_column("rank", justify="right")
+    table.add_column("submission")
+    table.add_column(f"score [{card.level:.0%}]", justify="right")
+    if card.speedups is not None:
+        table.add_column(f"speedup vs {card.baseline}", justify="right")
+    for workload in card.times.columns:
+        table.add_column(f"{workload}\ntime · ratio to best", justify="right")
+    for row in card.scores.itertuples(index=False):
+        cells = [str(row.rank), escape(row.submission),
+                 f"{row.score:.3f}\n{escape(fmt_interval(row.score_low, row.score_high))}"]
+        if card.speedups is not None:
+            cells.append(f"{row.speedup:.2f}x\n"
+                         f"{escape(fmt_interval(row.speedup_low, row.speedup_high, digits=2))}")
+        cells += [workload_cell(scored, row.submission, w) for w in card.times.columns]
+        table.add_row(*cells)
+    return table

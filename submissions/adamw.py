@@ -1,0 +1,44 @@
+"""AdamW with linear warmup and cosine decay: the baseline that sets the smoke targets.
+
+Update (Loshchilov & Hutter, 2019), as torch.optim.AdamW implements it:
+    theta <- theta * (1 - lr * wd)
+    m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
+    theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+Weight decay applies to weights and embeddings, not to biases and norms.
+"""
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from algobench.workload import param_groups
+
+PAPER = "Decoupled Weight Decay Regularization (Loshchilov & Hutter, ICLR 2019)"
+
+HPARAMS = {
+    "learning_rate": 3e-3,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "warmup_frac": 0.05,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {
+    "learning_rate": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
+    "beta1": {"feasible_points": [0.9]},
+    "beta2": {"min": 0.9, "max": 0.999, "scaling": "linear"},
+    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
+    "warmup_frac": {"feasible_points": [0.02, 0.05, 0.1]},
+}
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    groups = param_groups(model, workload, weight_decay=hparams.weight_decay)
+    return torch.optim.AdamW(groups, lr=hparams.learning_rate, betas=(hparams.beta1, hparams.beta2),
+                             eps=hparams.eps, foreach=True)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_frac * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

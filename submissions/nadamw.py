@@ -1,0 +1,87 @@
+"""NAdamW with linear warmup and cosine decay: AlgoPerf's baseline.
+
+Update, as AlgoPerf's PyTorch NAdamW (Dozat 2016's Nesterov momentum, decoupled weight decay):
+    theta <- theta * (1 - lr * wd)
+    m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
+    m_nesterov = beta1 m + (1 - beta1) g
+    theta <- theta - lr / (1 - beta1^t) * m_nesterov / (sqrt(v / (1 - beta2^t)) + eps)
+Hyperparameter names are AlgoPerf's (`one_minus_beta1`, `warmup_factor`). Difference: warmup
+starts at lr * 1/warmup_steps on step 0 rather than AlgoPerf's LinearLR start factor of 1e-10.
+"""
+
+import math
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from algobench.workload import param_groups
+
+PAPER = "Incorporating Nesterov Momentum into Adam (Dozat, 2016); AlgoPerf baseline (Dahl et al., 2023)"
+
+HPARAMS = {
+    "learning_rate": 3e-3,
+    "one_minus_beta1": 0.1,
+    "beta2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "warmup_factor": 0.05,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {
+    "learning_rate": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
+    "one_minus_beta1": {"min": 0.02, "max": 0.2, "scaling": "log"},
+    "beta2": {"feasible_points": [0.95, 0.99, 0.999]},
+    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
+    "warmup_factor": {"feasible_points": [0.02, 0.05]},
+}
+
+
+class NAdamW(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p)
+                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
+            group["step"] = group.get("step", 0) + 1
+            t = group["step"]
+            beta1, beta2 = group["betas"]
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+            m = [self.state[p]["exp_avg"] for p in params]
+            v = [self.state[p]["exp_avg_sq"] for p in params]
+
+            torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            nesterov = torch._foreach_lerp(m, grads, 1 - beta1)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, nesterov, denom, value=-lr / (1 - beta1**t))
+        return loss
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    groups = param_groups(model, workload, weight_decay=hparams.weight_decay)
+    return NAdamW(groups, lr=hparams.learning_rate, betas=(1 - hparams.one_minus_beta1, hparams.beta2),
+                  eps=hparams.eps, weight_decay=hparams.weight_decay)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_factor * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

@@ -1,0 +1,29 @@
+"""Helpers for the harness tests: a trial config and a run that collects the runner's events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from algobench import submission as submission_lib
+from algobench.runner import Ended, Evaluated, run_trial
+from algobench.specs import RunOptions, TrialConfig
+
+
+def config(data_dir: Path, submission: str = "adamw", **options) -> TrialConfig:
+    options.setdefault("max_steps", 20)
+    options.setdefault("eval_period_steps", 10)
+    return TrialConfig(workload="gpt2", size="smoke", submission=submission, seed=options.pop("seed", 0),
+                       hparams=options.pop("hparams", {}), data_dir=data_dir, options=RunOptions(**options))
+
+
+def run(cfg: TrialConfig) -> tuple[list[Evaluated], Ended]:
+    events = list(run_trial(cfg, submission_lib.load(cfg.submission)))
+    return [e for e in events if isinstance(e, Evaluated)], events[-1]
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The installed `algobench` entry point, as a user runs it."""
+    return subprocess.run([sys.executable, "-c", "from algobench.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
