@@ -195,7 +195,7 @@ def _register_optional_commands() -> None:
     """Commands from other modules (scoring, tuning, ...) that may not exist yet in a checkout."""
     import importlib
 
-    for module in ("algobench.cli_scoring",):
+    for module in ("algobench.cli_scoring", "algobench.cli_tune", "algobench.cli_slurm", "algobench.cli_library"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
