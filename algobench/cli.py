@@ -58,6 +58,11 @@ SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submissi
 SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where prepared data lives [env ALGOBENCH_DATA_DIR].")]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Where trial folders go [env ALGOBENCH_RESULTS_DIR].")]
+WandbOpt = Annotated[bool, typer.Option("--wandb/--no-wandb", envvar="ALGOBENCH_WANDB",
+                                        help="Log to Weights & Biases (offline into the trial folder when there is "
+                                             "no API key or WANDB_MODE=offline) [env ALGOBENCH_WANDB=1].")]
+WandbProjectOpt = Annotated[str | None, typer.Option(help="W&B project [env WANDB_PROJECT; default algobench].")]
+WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or team) [env WANDB_ENTITY].")]
 
 
 @app.command()
@@ -69,6 +74,8 @@ def run(
                                                   "submission's defaults, e.g. --hparams hp.yaml.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps, e.g. --max-steps 100.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size, overriding the submission's "
+                                                   "get_batch_size and the size's default.")] = None,
     budget_s: Annotated[float | None, typer.Option(help="Override the size's runtime budget (s of submission time).")] = None,
     eval_period_s: Annotated[float | None, typer.Option(help="Evaluate every this many s of submission time.")] = None,
     eval_every_steps: Annotated[int | None, typer.Option(help="Evaluate every this many steps instead (reproducible).")] = None,
@@ -78,6 +85,9 @@ def run(
     compile: Annotated[str, typer.Option(help="torch.compile the model: auto (on GPU), on or off.")] = "auto",
     data_dir: DataDirOpt = DEFAULT_DATA,
     results_dir: ResultsDirOpt = DEFAULT_RESULTS,
+    wandb: WandbOpt = False,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
 ) -> None:
     """Run one trial: train WORKLOAD with SUBMISSION until the validation target, the budget or a failure.
 
@@ -92,13 +102,19 @@ def run(
     config = _validated(TrialConfig, workload=workload, size=size, submission=submission, hparams=overrides,
                         seed=seed, results_dir=results_dir, data_dir=data_dir,
                         options=dict(device=device, precision=precision, compile=compile, max_steps=max_steps,
+                                     batch_size=batch_size,
                                      budget_s=budget_s, eval_period_s=eval_period_s,
                                      eval_period_steps=eval_every_steps, log_every_steps=log_every_steps))
     if overrides:  # name the file in errors about its fields
         submission_lib.load(submission).hparams(overrides, source=str(hparams))
     display = TrialDisplay(console)
+    from algobench.tracking import settings_from_env, tracked_execute
+
+    tracking = settings_from_env(project=wandb_project, entity=wandb_entity) if wandb else None
     try:
-        summary, trial_dir = execute(config, on_event=display)
+        summary, trial_dir = tracked_execute(config, tracking, on_event=display,
+                                             notify=lambda message: console.print(message, highlight=False,
+                                                                                  markup=False))
     except KeyboardInterrupt:
         display.close()
         err_console.print("interrupted: the trial folder has no summary.json (unfinished)")

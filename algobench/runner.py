@@ -108,7 +108,9 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
     if backend.compile:
         model = torch.compile(model)
     model_state = None
-    batch_size = sub.get_batch_size(config.workload) if sub.get_batch_size else preset.batch_size
+    # --batch-size, else the submission's choice (None: no opinion), else the preset's
+    batch_size = (opts.batch_size or (sub.get_batch_size(config.workload) if sub.get_batch_size else None)
+                  or preset.batch_size)
     batches = workload.train_batches(seed=config.seed, batch_size=batch_size)
     rng = _rng(config.seed, 0)
     optimizer_state = sub.init_optimizer_state(

@@ -63,6 +63,7 @@ class RunOptions(Frozen):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
     max_steps: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)  # global batch, overriding submission and preset
     budget_s: float | None = Field(default=None, gt=0)
     eval_period_s: float | None = Field(default=None, gt=0)
     eval_period_steps: int | None = Field(default=None, gt=0)

@@ -6,14 +6,18 @@ or by path (`--submission ./my_opt.py`). It comes in one of two forms:
 1. simple: `HPARAMS` (defaults), `SEARCH_SPACE` (AlgoPerf's tuning_search_space format),
    `make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer` and
    `lr_schedule(*, step, step_hint, hparams) -> float` (the learning rate at `step`).
-2. full, AlgoPerf-style: `init_optimizer_state(*, workload, model_params, model_state,
+2. full, AlgoPerf-style (keyword-only arguments): `init_optimizer_state(*, workload, model_params, model_state,
    hyperparameters, rng)` and `update_params(*, workload, current_param_container,
    current_params_types, model_state, hyperparameters, batch, loss_type, optimizer_state,
    eval_results, global_step, rng, train_state)` returning `(optimizer_state, params,
    model_state)` (optionally a 4th element: the step's loss tensor, for logging); optional
    `data_selection`, `prepare_for_eval` and `get_batch_size`.
 
-The runner only knows the full form; `_simple_form` turns a simple module into one.
+3. algoperf: an AlgoPerf PyTorch submission file as it is (it imports `algoperf` or
+   `algorithmic_efficiency`, or its functions take positional arguments); see algobench/algoperf.
+
+The runner only knows the full form; `_simple_form` and `algoperf.adapter.adapt` turn the
+others into it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import importlib.util
+import inspect
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from algobench import algoperf
 from algobench.errors import UserError, closest, unknown
 
 FULL_REQUIRED = ("init_optimizer_state", "update_params")
@@ -53,7 +60,7 @@ def make_hparams(values: Mapping[str, Any]) -> tuple:
 class Submission:
     name: str
     path: Path
-    form: Literal["simple", "full"]
+    form: Literal["simple", "full", "algoperf"]
     module: ModuleType
     defaults: dict[str, Any]
     search_space: dict[str, Any]
@@ -112,10 +119,13 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
 
 def load(name_or_path: str) -> Submission:
     name, path = resolve(name_or_path)
+    source = path.read_text()
+    if algoperf.mentions_algoperf(source):
+        algoperf.install()
     module = _import(name, path)
     has = {attr for attr in (*FULL_REQUIRED, *SIMPLE_REQUIRED) if callable(getattr(module, attr, None))}
     if set(FULL_REQUIRED) <= has:
-        form = "full"
+        form = "algoperf" if algoperf.mentions_algoperf(source) or _positional(module.update_params) else "full"
     elif set(SIMPLE_REQUIRED) <= has:
         form = "simple"
     else:
@@ -125,12 +135,12 @@ def load(name_or_path: str) -> Submission:
             f"submission {path} is missing {', '.join(missing)}: a submission defines either "
             f"{' and '.join(SIMPLE_REQUIRED)} (simple form) or {' and '.join(FULL_REQUIRED)} (full form)")
     defaults = dict(getattr(module, "HPARAMS", {}) or {})
-    fns = _full_form(module) if form == "full" else _simple_form(module)
+    fns = {"full": _full_form, "simple": _simple_form, "algoperf": _algoperf_form}[form](module)
     return Submission(
         name=name, path=path, form=form, module=module, defaults=defaults,
         search_space=dict(getattr(module, "SEARCH_SPACE", {}) or {}),
         paper=getattr(module, "PAPER", ""),
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
         **fns,
     )
 
@@ -145,10 +155,38 @@ def load_hparams_file(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise UserError(f"hyperparameter file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
                         f"{str(err).splitlines()[0]}") from None
+    return hparams_point(data, source=str(path))
+
+
+def hparams_point(data: Any, *, source: str) -> dict[str, Any]:
+    """One point of hyperparameters from the forms a file may take:
+    - a mapping of name: value;
+    - AlgoPerf's list of fixed points (`[{...}, ...]`): the first one;
+    - AlgoPerf's search space (`{"lr": {"min": .., "max": .., "scaling": "log"}, "b": {"feasible_points": [..]}}`):
+      its centre, the (log-)midpoint of each range and the first feasible point."""
+    if isinstance(data, list):
+        if not data or not all(isinstance(p, dict) for p in data):
+            raise UserError(f"{source}: a list of hyperparameter points must hold mappings")
+        return dict(data[0])
     if not isinstance(data, dict):
-        raise UserError(f"hyperparameter file {path} must hold a mapping of name: value, "
-                        f"got {type(data).__name__}")
+        raise UserError(f"hyperparameter file {source} must hold a mapping of name: value, got {type(data).__name__}")
+    if data and all(isinstance(v, dict) for v in data.values()):
+        return {name: _centre(name, space, source) for name, space in data.items()}
     return data
+
+
+def _centre(name: str, space: dict, source: str) -> Any:
+    if space.get("feasible_points"):
+        return space["feasible_points"][0]
+    try:
+        lo, hi = float(space["min"]), float(space["max"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{source}: '{name}' needs min and max, or feasible_points") from None
+    if space.get("scaling", "linear") == "log":
+        if lo <= 0:
+            raise UserError(f"{source}: '{name}' has log scaling with min <= 0")
+        return math.sqrt(lo * hi)
+    return (lo + hi) / 2
 
 
 def _import(name: str, path: Path) -> ModuleType:
@@ -172,6 +210,19 @@ def _import(name: str, path: Path) -> ModuleType:
 def default_data_selection(*, workload, input_queue: Iterator, optimizer_state, current_param_container,
                            model_state, hyperparameters, global_step: int, rng) -> Any:
     return next(input_queue)
+
+
+def _positional(fn: Callable) -> bool:
+    """AlgoPerf's functions take positional-or-keyword arguments; native full-form ones are keyword-only."""
+    return any(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in inspect.signature(fn).parameters.values())
+
+
+def _algoperf_form(module: ModuleType) -> dict[str, Any]:
+    from algobench.algoperf.adapter import adapt
+
+    fns = adapt(module)
+    fns["data_selection"] = fns["data_selection"] or default_data_selection
+    return fns
 
 
 def _full_form(module: ModuleType) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_submission_with_syntax_error(tmp_path):
     ("lerning_rate: 0.1\n", ".yaml", ["'lerning_rate' is not a hyperparameter of adan", "learning_rate"]),
     ('{"learning_rate": "fast"}', ".json", ["'learning_rate' must be a number"]),
     ("learning_rate: [1, 2", ".yaml", ["is not valid yaml"]),
-    ("- 1\n- 2\n", ".yaml", ["must hold a mapping"]),
+    ("- 1\n- 2\n", ".yaml", ["must hold mappings"]),
 ])
 def test_invalid_hparams_file(tmp_path, content, suffix, fragments):
     path = tmp_path / f"hp{suffix}"
