@@ -50,7 +50,8 @@ class TrialDisplay:
             TextColumn("{task.completed:>6.1f}/{task.total:g} s"),
             TextColumn("step {task.fields[step]}  loss {task.fields[loss]}  eval {task.fields[last_eval]}"),
             TimeElapsedColumn(), console=self.console, transient=False)
-        self.task = self.progress.add_task("training", total=preset.budget_s, step=0, loss="-", last_eval="-")
+        self.task = self.progress.add_task(f"target {self.target}", total=preset.budget_s, step=0, loss="-",
+                                           last_eval="-")
         self.progress.start()
 
     def _update(self, *, step: int, elapsed: float, **fields) -> None:
