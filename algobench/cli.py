@@ -88,6 +88,14 @@ def run(
     wandb: WandbOpt = False,
     wandb_project: WandbProjectOpt = None,
     wandb_entity: WandbEntityOpt = None,
+    executor: Annotated[str, typer.Option(help="local (here), slurm (a SLURM job, see --cluster) or debug "
+                                          "(the job's code path, in this process).")] = "local",
+    cluster: Annotated[str, typer.Option(envvar="ALGOBENCH_CLUSTER", help="SLURM cluster profile: "
+                                         "slurm/profiles/NAME.yaml or a YAML file [env ALGOBENCH_CLUSTER].")] = "dev",
+    slurm: Annotated[list[str] | None, typer.Option(help="Override a profile field, e.g. --slurm partition=gpu "
+                                                    "--slurm time_limit_min=240.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--executor slurm: block until the job ends "
+                                       "and show the outcome.")] = False,
 ) -> None:
     """Run one trial: train WORKLOAD with SUBMISSION until the validation target, the budget or a failure.
 
@@ -107,6 +115,11 @@ def run(
                                      eval_period_steps=eval_every_steps, log_every_steps=log_every_steps))
     if overrides:  # name the file in errors about its fields
         submission_lib.load(submission).hparams(overrides, source=str(hparams))
+    if executor != "local":
+        from algobench.cli_slurm import submit_run
+
+        submit_run(config, executor=executor, cluster=cluster, overrides=slurm or [], wait=wait)
+        return
     display = TrialDisplay(console)
     from algobench.tracking import settings_from_env, tracked_execute
 
@@ -121,7 +134,8 @@ def run(
         raise typer.Exit(130) from None
     finally:
         display.close()
-    console.print(outcome_panel(summary, trial_dir))
+    if summary is not None:  # None on the other ranks of a torchrun
+        console.print(outcome_panel(summary, trial_dir))
 
 
 @list_app.command("workloads")
@@ -155,22 +169,33 @@ def list_workloads(fmt: Annotated[Format, typer.Option("--format", help="table o
 
 @list_app.command("submissions")
 def list_submissions(fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table) -> None:
-    """Every built-in submission: form, paper and default hyperparameters. Example: algobench list submissions"""
+    """Every built-in submission: form, paper, optimizer state in bytes per parameter (measured on the
+    GPT-2 smoke model) and default hyperparameters. Example: algobench list submissions"""
     from algobench import submission as submission_lib
+    from algobench.library import cached_state_bytes_per_param
 
     rows = []
-    for name in submission_lib.builtin_names():
-        sub = submission_lib.load(name)
-        rows.append({"submission": name, "form": sub.form, "paper": sub.paper, "hparams": sub.defaults,
-                     "search_space": sub.search_space, "path": str(sub.path)})
+    with err_console.status("measuring optimizer state on the GPT-2 smoke model"):
+        for name in submission_lib.builtin_names():
+            sub = submission_lib.load(name)
+            try:
+                state_bytes = round(cached_state_bytes_per_param(sub), 3)
+            except Exception as err:  # a broken submission still gets listed
+                err_console.print(f"warning: {name}: state not measured: {type(err).__name__}: {err}",
+                                  markup=False, highlight=False)
+                state_bytes = None
+            rows.append({"submission": name, "form": sub.form, "paper": sub.paper, "state_bytes_per_param": state_bytes,
+                         "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path)})
     if fmt is Format.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="submissions")
-    for col in ("submission", "form", "paper", "defaults"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="submissions (state: optimizer state in bytes per parameter, GPT-2 smoke)")
+    for col in ("submission", "form", "paper", "state", "defaults"):
+        table.add_column(col, overflow="fold", justify="right" if col == "state" else "left")
     for r in rows:
-        table.add_row(r["submission"], r["form"], r["paper"], ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+        state = "?" if r["state_bytes_per_param"] is None else f"{r['state_bytes_per_param']:.2f}"
+        table.add_row(r["submission"], r["form"], r["paper"], state,
+                      ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
     console.print(table)
 
 

@@ -27,7 +27,7 @@ SUMMARY_FIELDS = (
     "schema_version", "trial_id", "workload", "size", "submission", "framework", "ruleset", "study", "trial",
     "seed", "status", "reason", "traceback", "target", "time_to_target_s", "steps_to_target", "budget_s",
     "steps", "submission_time_s", "eval_time_s", "wall_time_s", "final_metrics", "hardware", "hardware_key",
-    "hparams",
+    "hparams", "requeues",
 )
 
 
@@ -125,6 +125,7 @@ class TrialRecorder:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
             self.started = event
+            self._continue_or_start_over(event)
             write_json(self.dir / "metadata.json", self._metadata(event))
         elif isinstance(event, TrainLog):
             self.train.append({"step": event.step, "submission_time_s": event.submission_time_s,
@@ -137,6 +138,19 @@ class TrialRecorder:
             self.summary = self._summary(event)
             validate_summary(self.summary)
             write_json(self.dir / "summary.json", self.summary)
+
+    def _continue_or_start_over(self, ev: Started) -> None:
+        """A trial resumed from its checkpoint keeps its id and histories; one whose checkpoint
+        was unusable starts over without the previous attempt's histories."""
+        if ev.resume is not None:
+            try:
+                self.trial_id = json.loads((self.dir / "metadata.json").read_text())["trial_id"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            self.evals, self.train = list(ev.resume.evals), list(ev.resume.train)
+        elif ev.checkpoint_discarded is not None:
+            for name in ("evals.parquet", "train.parquet"):
+                (self.dir / name).unlink(missing_ok=True)
 
     def _write_histories(self) -> None:
         if self.evals:
@@ -165,6 +179,8 @@ class TrialRecorder:
             "hardware_key": fingerprint.hardware_key(hw),
             "host": socket.gethostname(),
             "started_at": datetime.now(timezone.utc).isoformat(),
+            "requeues": ev.resume.requeues if ev.resume else 0,
+            "checkpoint_discarded": ev.checkpoint_discarded,
         }
 
     def _summary(self, ev: Ended) -> dict:
@@ -198,4 +214,5 @@ class TrialRecorder:
             "hardware": hw,
             "hardware_key": fingerprint.hardware_key(hw),
             "hparams": self.started.hparams,
+            "requeues": ev.requeues,
         }

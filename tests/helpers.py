@@ -14,6 +14,7 @@ from algobench.specs import RunOptions, TrialConfig
 def config(data_dir: Path, submission: str = "adamw", **options) -> TrialConfig:
     options.setdefault("max_steps", 20)
     options.setdefault("eval_period_steps", 10)
+    options.setdefault("budget_s", 100_000)  # steps, not seconds, end these runs: a loaded machine stays reproducible
     return TrialConfig(workload="gpt2", size="smoke", submission=submission, seed=options.pop("seed", 0),
                        hparams=options.pop("hparams", {}), data_dir=data_dir, options=RunOptions(**options))
 

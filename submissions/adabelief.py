@@ -1,0 +1,108 @@
+"""AdaBelief (Zhuang et al., 2020), decoupled weight decay, optional rectification; warmup + cosine.
+
+Paper (Algorithm 2; beta1, beta2 as in code), s is the EMA of the squared "belief" residual:
+    m_t = beta1 m_{t-1} + (1 - beta1) g_t
+    s_t = beta2 s_{t-1} + (1 - beta2) (g_t - m_t)^2 + eps
+    theta_t = theta_{t-1} - lr * (m_t / (1 - beta1^t)) / (sqrt(s_t / (1 - beta2^t)) + eps)
+Code (the authors' adabelief-pytorch 0.2.x, `weight_decouple=True, fixed_decay=False`):
+theta <- theta * (1 - lr * wd) first; eps is added to s in place every step (so it stays in the
+state, as in the paper) and once more outside the square root; with `rectify` the step size is
+RAdam's: rho_inf = 2 / (1 - beta2) - 1, rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t); when
+rho_t > 4 the step is multiplied by r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t)),
+otherwise it is the SGD-style step theta <- theta - lr * m_t (no bias correction, as the official
+code). Not carried over: amsgrad (broken in the official 0.2.x: its max is never stored) and the
+printed change log.
+"""
+
+import math
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from algobench.workload import param_groups
+
+PAPER = ("AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients "
+         "(Zhuang et al., NeurIPS 2020)")
+
+HPARAMS = {
+    "learning_rate": 6e-3,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-16,
+    "weight_decay": 0.1,
+    "rectify": True,
+    "warmup_frac": 0.05,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {  # the authors' recommendations for transformers: eps 1e-16, decoupled decay, rectify
+    "learning_rate": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
+    "beta2": {"feasible_points": [0.999, 0.99]},
+    "eps": {"feasible_points": [1e-16, 1e-12, 1e-8]},
+    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
+    "rectify": {"feasible_points": [True, False]},
+    "warmup_frac": {"feasible_points": [0.02, 0.05, 0.1]},
+}
+
+
+class AdaBelief(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-16, weight_decay: float = 0.0, rectify: bool = True) -> None:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdaBelief betas must lie in [0, 1): {betas}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, rectify=rectify))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p)
+                    self.state[p]["exp_avg_var"] = torch.zeros_like(p)
+            group["step"] = t = group.get("step", 0) + 1
+            beta1, beta2 = group["betas"]
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+            grads = [p.grad for p in params]
+            m = [self.state[p]["exp_avg"] for p in params]
+            s = [self.state[p]["exp_avg_var"] for p in params]
+
+            if wd:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            residual = torch._foreach_sub(grads, m)
+            torch._foreach_mul_(s, beta2)
+            torch._foreach_addcmul_(s, residual, residual, value=1 - beta2)
+            torch._foreach_add_(s, eps)
+            bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+
+            if group["rectify"]:
+                rho_inf = 2.0 / (1.0 - beta2) - 1.0
+                rho_t = rho_inf - 2.0 * t * beta2**t / bias2
+                if rho_t <= 4.0:  # variance not yet tractable: SGD-style step on the momentum
+                    torch._foreach_add_(params, m, alpha=-lr)
+                    continue
+                rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            else:
+                rect = 1.0
+            denom = torch._foreach_sqrt(s)
+            torch._foreach_div_(denom, math.sqrt(bias2))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, m, denom, value=-lr * rect / bias1)
+        return loss
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    return AdaBelief(param_groups(model, workload, weight_decay=hparams.weight_decay), lr=hparams.learning_rate,
+                     betas=(hparams.beta1, hparams.beta2), eps=hparams.eps, rectify=hparams.rectify)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_frac * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

@@ -1,0 +1,173 @@
+"""8-bit AdamW (Dettmers et al., 2022): both moments stored block-wise quantized in 8 bits with the
+dynamic data type; warmup + cosine. Pure torch (CPU or GPU), no bitsandbytes needed.
+
+Update, as bitsandbytes' AdamW8bit block-wise kernel (beta1, beta2 as in code):
+    m, v = dequantize(state1, absmax1), dequantize(state2, absmax2)       (fp32)
+    m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
+    theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)   (the fp32 m, v)
+    theta <- theta * (1 - lr * wd)                   (decoupled; bitsandbytes decays after the step)
+    state1, absmax1 = quantize(m, signed map) ; state2, absmax2 = quantize(v, unsigned map)
+Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of 2048;
+each block keeps absmax = max |x| in fp32 and each value the uint8 index of the nearest entry of
+x / absmax in the 256-value dynamic map (bitsandbytes' create_dynamic_map: a sign, an exponent
+of up to 7 zero bits ended by a one, and linear fraction bits); a quantized m keeps its sign (the
+kernel's one-index fix). Tensors smaller than 4096 elements keep fp32 moments, as bitsandbytes'
+min_8bit_size. State: 2 bytes per parameter plus 8 bytes per 2048. Not included: the paper's
+StableEmbedding layer (a model change) and percentile clipping.
+"""
+
+import itertools
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from algobench.workload import param_groups
+
+PAPER = "8-bit Optimizers via Block-wise Quantization (Dettmers et al., ICLR 2022)"
+
+HPARAMS = {
+    "learning_rate": 3e-3,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "warmup_frac": 0.05,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {  # AdamW's (submissions/adamw.py): 8-bit states are a drop-in replacement
+    "learning_rate": {"min": 3e-4, "max": 1e-2, "scaling": "log"},
+    "beta1": {"feasible_points": [0.9]},
+    "beta2": {"min": 0.9, "max": 0.999, "scaling": "linear"},
+    "weight_decay": {"min": 1e-3, "max": 0.3, "scaling": "log"},
+    "warmup_frac": {"feasible_points": [0.02, 0.05, 0.1]},
+}
+
+
+def dynamic_map(*, signed: bool, max_exponent_bits: int = 7, total_bits: int = 8) -> torch.Tensor:
+    """The 256 sorted values of the dynamic data type in [-1, 1] (signed) or [0, 1]: for exponent
+    i, 10^(i - 6) times the midpoints of an even split of [0.1, 1]; plus 0 and 1."""
+    values = []
+    non_sign_bits = total_bits - 1
+    for i in range(max_exponent_bits):
+        n = 2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed else \
+            2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1
+        bounds = torch.linspace(0.1, 1, n)  # fp32 arithmetic, as bitsandbytes: the same 256 floats
+        means = (10 ** (i - (max_exponent_bits - 1)) * ((bounds[:-1] + bounds[1:]) / 2.0)).tolist()
+        values += means + ([-x for x in means] if signed else [])
+    values += [0.0, 1.0]
+    assert len(values) == 2**total_bits
+    return torch.tensor(sorted(values), dtype=torch.float32)
+
+
+def quantize(x: torch.Tensor, code: torch.Tensor, *, block_size: int, keep_sign: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 indices shaped like x, fp32 absmax per block): nearest code entry of x / absmax."""
+    flat = x.reshape(-1).float()
+    n = flat.numel()
+    blocks = torch.nn.functional.pad(flat, (0, (-n) % block_size)).view(-1, block_size)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = blocks / torch.where(absmax > 0, absmax, torch.ones_like(absmax)).unsqueeze(1)
+    index = torch.bucketize(scaled, (code[1:] + code[:-1]) / 2)  # nearest entry, ties to the lower
+    if keep_sign:  # never flip the sign of the momentum (bitsandbytes' signbit fix)
+        flipped = torch.signbit(code[index]) != torch.signbit(scaled)
+        index = torch.where(flipped, index + torch.where(scaled > 0, 1, -1), index).clamp_(0, 255)
+    return index.view(-1)[:n].to(torch.uint8).view(x.shape), absmax
+
+
+def dequantize(index: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, *, block_size: int) -> torch.Tensor:
+    n = index.numel()
+    values = code[index.reshape(-1).long()]
+    blocks = torch.nn.functional.pad(values, (0, (-n) % block_size)).view(-1, block_size)
+    return (blocks * absmax.unsqueeze(1)).view(-1)[:n].view(index.shape)
+
+
+class AdamW8bit(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, block_size: int = 2048, min_8bit_size: int = 4096) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.block_size, self.min_8bit_size = block_size, min_8bit_size
+        self.signed_code = dynamic_map(signed=True)
+        self.unsigned_code = dynamic_map(signed=False)
+
+    def _init_state(self, p: torch.Tensor) -> None:
+        state = self.state[p]
+        if p.numel() < self.min_8bit_size:
+            state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+            state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+            return
+        blocks = -(-p.numel() // self.block_size)
+        for i in (1, 2):
+            state[f"state{i}"] = torch.zeros_like(p, dtype=torch.uint8)  # absmax 0: every value is 0
+            state[f"absmax{i}"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+
+    def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.state[p]
+        if "exp_avg" in state:
+            return state["exp_avg"], state["exp_avg_sq"]
+        codes = self._codes(p.device)
+        return (dequantize(state["state1"], state["absmax1"], codes[0], block_size=self.block_size),
+                dequantize(state["state2"], state["absmax2"], codes[1], block_size=self.block_size))
+
+    def _codes(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.signed_code.device != device:
+            self.signed_code, self.unsigned_code = self.signed_code.to(device), self.unsigned_code.to(device)
+        return self.signed_code, self.unsigned_code
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self._init_state(p)
+            group["step"] = t = group.get("step", 0) + 1
+            beta1, beta2 = group["betas"]
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+            m, v = map(list, zip(*(self._moments(p) for p in params)))
+            grads = [p.grad.float() for p in params]
+
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, m, denom, value=-lr / (1 - beta1**t))
+            if wd:
+                torch._foreach_mul_(params, 1 - lr * wd)
+
+            signed, unsigned = self._codes(params[0].device)
+            for p, m_p, v_p in zip(params, m, v):
+                state = self.state[p]
+                if "state1" in state:  # 8-bit: store the new moments quantized
+                    state["state1"], state["absmax1"] = quantize(m_p, signed, block_size=self.block_size, keep_sign=True)
+                    state["state2"], state["absmax2"] = quantize(v_p, unsigned, block_size=self.block_size,
+                                                                 keep_sign=False)
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch casts every state tensor to the parameter's dtype on load: put the uint8 indices
+        and fp32 absmax back as they were saved."""
+        super().load_state_dict(state_dict)
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if torch.is_tensor(value) and value.dtype != self.state[p][key].dtype:
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    return AdamW8bit(param_groups(model, workload, weight_decay=hparams.weight_decay), lr=hparams.learning_rate,
+                     betas=(hparams.beta1, hparams.beta2), eps=hparams.eps)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_frac * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

@@ -1,0 +1,63 @@
+"""Muon: momentum orthogonalized by Newton-Schulz for hidden weight matrices, AdamW for the rest.
+
+Keller Jordan's Muon (blog post and KellerJordan/Muon, `muon.py`), for each hidden matrix W with
+gradient G (the paper's names -> the code's):
+    B_t = mu B_{t-1} + (1 - mu) G_t            (momentum_buffer; `momentum` = mu, lerp form)
+    M_t = mu B_t + (1 - mu) G_t                (Nesterov; M_t = B_t when `nesterov` is off)
+    O_t = NewtonSchulz5(M_t) ~ U V^T           (`ns_steps` quintic iterations, coefficients
+                                                (3.4445, -4.7750, 2.0315), on M / ||M||_F)
+    W  <- W (1 - lr wd) - lr sqrt(max(1, rows / cols)) O_t
+Conv filters are flattened to (out, in * kh * kw) (and, unlike the reference, which takes the
+aspect ratio of a filter from its last two dims, we take it from the flattened matrix). Everything else (embeddings, norms, biases, the
+output head; chosen from `workload.param_types`, see submissions/_matrix.py) uses the reference
+code's `adam_update` with decoupled decay: m, v with betas (beta1, beta2), bias-corrected, eps
+after the square root, W <- W (1 - lr_adam wd) - lr_adam m_hat / (sqrt(v_hat) + eps).
+
+Learning rates: `learning_rate` is Muon's (the README's 0.02); AdamW's is `adam_learning_rate`,
+both follow the same warmup-cosine schedule (AdamW's group has `lr_scale` = adam/muon lr).
+Deliberate differences from the reference code: same-shaped matrices are orthogonalized in one
+batched call (same result); off GPU the iteration runs in the parameter dtype instead of bfloat16;
+the reference's distributed all-gather is not needed in one process.
+"""
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
+
+PAPER = "Muon: An optimizer for hidden layers in neural networks (Jordan et al., 2024)"
+
+HPARAMS = {
+    "learning_rate": 0.02,
+    "momentum": 0.95,
+    "nesterov": True,
+    "ns_steps": 5,
+    "weight_decay": 0.01,
+    "adam_learning_rate": 3e-3,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "adam_eps": 1e-10,
+    "warmup_frac": 0.02,
+}
+
+SEARCH_SPACE = {
+    "learning_rate": {"min": 5e-3, "max": 0.1, "scaling": "log"},
+    "momentum": {"feasible_points": [0.9, 0.95]},
+    "weight_decay": {"min": 1e-3, "max": 0.1, "scaling": "log"},
+    "adam_learning_rate": {"min": 1e-3, "max": 1e-2, "scaling": "log"},
+    "warmup_frac": {"feasible_points": [0.0, 0.02, 0.05]},
+}
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    groups = split_groups(model, workload, weight_decay=hparams.weight_decay, adam_weight_decay=hparams.weight_decay,
+                          adam_lr_scale=hparams.adam_learning_rate / hparams.learning_rate)
+    steps = hparams.ns_steps
+    return MatrixMomentum(groups, direction=lambda M: newton_schulz(M, steps), lr=hparams.learning_rate,
+                          momentum=hparams.momentum, nesterov=hparams.nesterov,
+                          betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_frac * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

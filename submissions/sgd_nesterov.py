@@ -1,0 +1,54 @@
+"""SGD with Nesterov momentum: AlgoPerf's `nesterov` baseline, linear warmup then linear decay.
+
+Update (Sutskever et al., 2013, in the form PyTorch, optax and AlgoPerf use), with
+mu = 1 - one_minus_beta1 and L2 weight decay folded into the gradient as AlgoPerf's baseline does:
+    g <- g + wd * theta
+    b <- mu * b + g                 (b_1 = g_1)
+    theta <- theta - lr * (g + mu * b)
+Paper notation: v_{t+1} = mu v_t - eps_t grad f(theta_t + mu v_t), theta_{t+1} = theta_t + v_{t+1}.
+With a constant lr the two are the same sequence up to the change of variable theta' = theta + mu v
+and b = -v / lr; under a schedule the code's form multiplies the whole momentum by the current lr
+(the convention of every framework, and of AlgoPerf's baseline). Schedule (AlgoPerf's): warmup
+over warmup_factor * step_hint, then linear decay to end_factor * lr over decay_steps_factor of the
+remaining steps, constant after. Differences: warmup starts at lr/warmup_steps, not 0; weight decay
+skips biases and norms (AlgoPerf decays every parameter).
+"""
+
+import torch
+
+from algobench.schedules import warmup_linear
+from algobench.workload import param_groups
+
+PAPER = ("On the importance of initialization and momentum in deep learning (Sutskever et al., 2013); "
+         "AlgoPerf baseline (Dahl et al., 2023)")
+
+HPARAMS = {
+    "learning_rate": 0.25,
+    "one_minus_beta1": 0.1,
+    "weight_decay": 1e-5,
+    "warmup_factor": 0.05,
+    "decay_steps_factor": 0.9,
+    "end_factor": 0.01,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {  # AlgoPerf's nesterov search space
+    "learning_rate": {"min": 2e-2, "max": 5.0, "scaling": "log"},
+    "one_minus_beta1": {"min": 5e-3, "max": 0.3, "scaling": "log"},
+    "weight_decay": {"min": 1e-7, "max": 5e-5, "scaling": "log"},
+    "warmup_factor": {"feasible_points": [0.05]},
+    "decay_steps_factor": {"feasible_points": [0.9]},
+    "end_factor": {"feasible_points": [1e-3, 1e-2]},
+}
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    groups = param_groups(model, workload, weight_decay=hparams.weight_decay)
+    return torch.optim.SGD(groups, lr=hparams.learning_rate, momentum=1.0 - hparams.one_minus_beta1,
+                           nesterov=True, foreach=True)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_factor * step_hint), 1)
+    return warmup_linear(step, peak_lr=hparams.learning_rate, warmup_steps=warmup,
+                         decay_steps=int(hparams.decay_steps_factor * (step_hint - warmup)),
+                         final_lr_frac=hparams.end_factor)

@@ -1,0 +1,95 @@
+"""SGDP (Heo et al., 2021): SGD with momentum without the radial component on scale-invariant weights.
+
+Update (the official clovaai/AdamP `SGDP`, momentum buffer starting at zero):
+    b <- mu b + (1 - dampening) g
+    d = g + mu b (nesterov) or b
+    d, r <- projection(theta, g, d)       (see submissions/adamp.py: r = wd_ratio on weights taken
+                                           as scale-invariant, else 1; only weights of 2+ dims)
+    theta <- theta * (1 - lr * wd * r / (1 - mu))    (decoupled, scaled by the momentum's 1/(1-mu))
+    theta <- theta - lr * d
+Schedule: linear warmup then cosine (the paper's ImageNet runs use cosine decay). The projection is
+chosen with torch.where (no host sync), the same numbers as the official `if`.
+"""
+
+import torch
+
+from algobench.schedules import warmup_cosine
+from algobench.workload import param_groups
+from submissions.adamp import radial_projection
+
+PAPER = ("AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights "
+         "(Heo et al., ICLR 2021)")
+
+HPARAMS = {
+    "learning_rate": 0.25,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-5,
+    "eps": 1e-8,
+    "delta": 0.1,
+    "wd_ratio": 0.1,
+    "warmup_frac": 0.05,
+    "grad_clip": 1.0,
+}
+
+SEARCH_SPACE = {  # the authors' defaults: delta 0.1, wd_ratio 0.1, Nesterov momentum 0.9
+    "learning_rate": {"min": 2e-2, "max": 5.0, "scaling": "log"},
+    "momentum": {"feasible_points": [0.9, 0.95]},
+    "nesterov": {"feasible_points": [True, False]},
+    "weight_decay": {"min": 1e-7, "max": 1e-4, "scaling": "log"},
+    "delta": {"feasible_points": [0.1]},
+    "wd_ratio": {"feasible_points": [0.1]},
+    "warmup_frac": {"feasible_points": [0.02, 0.05, 0.1]},
+}
+
+
+class SGDP(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, eps: float = 1e-8, delta: float = 0.1,
+                 wd_ratio: float = 0.1) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGDP momentum must lie in [0, 1): {momentum}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["momentum"] = torch.zeros_like(p)
+            mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+            grads = [p.grad for p in params]
+            bufs = [self.state[p]["momentum"] for p in params]
+
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+            directions = list(torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs)
+
+            for i, (p, g) in enumerate(zip(params, grads)):
+                decay = 1.0
+                if p.dim() > 1:
+                    directions[i], decay = radial_projection(p, g, directions[i], delta=group["delta"],
+                                                             wd_ratio=group["wd_ratio"], eps=group["eps"])
+                if wd > 0:
+                    p.mul_(1 - lr * wd * decay / (1 - mu))
+            torch._foreach_add_(params, directions, alpha=-lr)
+        return loss
+
+
+def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
+    return SGDP(param_groups(model, workload, weight_decay=hparams.weight_decay), lr=hparams.learning_rate,
+                momentum=hparams.momentum, nesterov=hparams.nesterov, eps=hparams.eps, delta=hparams.delta,
+                wd_ratio=hparams.wd_ratio)
+
+
+def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+    warmup = max(int(hparams.warmup_frac * step_hint), 1)
+    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
