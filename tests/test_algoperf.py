@@ -20,7 +20,7 @@ def trial(data_dir, name, **kw) -> TrialConfig:
     hparams = kw.pop("hparams", {})
     return TrialConfig(workload="gpt2", size="smoke", submission=str(HERE / name), hparams=hparams,
                        data_dir=data_dir, ruleset=kw.pop("ruleset", "external"),
-                       options=RunOptions(**{"max_steps": 20, "eval_period_steps": 5, **kw}))
+                       options=RunOptions(**{"max_steps": 20, "eval_period_steps": 5, "budget_s": 100_000, **kw}))
 
 
 def test_baseline_style_submission_runs_with_its_search_space_file(data_dir):

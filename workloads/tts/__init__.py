@@ -164,8 +164,8 @@ class TtsWorkload(TorchWorkload):
         if "mels_postnet" in logits_batch:
             per_example = per_example + mel_term(logits_batch["mels_postnet"])
         per_example = per_example + phone_mse("log_durations") + phone_mse("pitch") + phone_mse("energy")
-        return {"summed": per_example.sum(), "n_valid_examples": torch.tensor(len(per_example), device=target.device),
-                "per_example": per_example}
+        n_clips = torch.full((), len(per_example), device=target.device)  # a fill, not a host-to-device copy
+        return {"summed": per_example.sum(), "n_valid_examples": n_clips, "per_example": per_example}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
