@@ -132,8 +132,8 @@ class MatrixMomentum(torch.optim.Optimizer):
                  eps: float = 1e-10, weight_decay: float = 0.0) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1): {momentum}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps,
-                                      weight_decay=weight_decay, use_matrix=True))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps,
+                                      "weight_decay": weight_decay, "use_matrix": True})
         self.direction = direction
 
     @torch.no_grad()

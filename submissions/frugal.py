@@ -76,9 +76,10 @@ class Frugal(torch.optim.Optimizer):
             raise ValueError(f"block_order must be one of {ORDERS}, got {block_order!r}")
         if not 0.0 < density <= 1.0 or update_gap < 1:
             raise ValueError(f"need 0 < density <= 1 and update_gap >= 1, got {density}, {update_gap}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, density=density,
-                                      update_gap=update_gap, projection=projection, block_order=block_order,
-                                      state_free_lr_scale=state_free_lr_scale, seed=seed, use_matrix=False))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                                  "density": density, "update_gap": update_gap, "projection": projection,
+                                  "block_order": block_order, "state_free_lr_scale": state_free_lr_scale,
+                                  "seed": seed, "use_matrix": False})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -25,10 +25,12 @@ Conventions kept from the authors' code (mkor/mkor.py, utils/factors.py): the id
 gamma F + (1 - gamma) I before each Sherman-Morrison update (0.95), the reset rule (max |F| > 2,
 zeta = 0.1, both factors of the layer, the very first refresh only sets I), clamping at 100,
 summed-norm rescaling, a layer with a zero update keeps its plain gradient. Deliberate
-differences: factors in float32 or the weights' wider dtype (the package defaults to float16); the reset is decided on the
-device (no host sync); Conv2d layers are not preconditioned (the package unfolds them); the paper
-gives no formula for MKOR-H's switch, the window rule above is ours. Under DDP the rank-1 vectors
-and the window losses are averaged over the ranks (the package all-reduces the vectors too).
+differences: factors in float32 or the weights' wider dtype (the package uses float16); the
+reset is decided on the device (no host sync); Conv2d layers are not preconditioned (the package
+unfolds them); the paper gives no formula for MKOR-H's switch, the window rule above is ours.
+Under DDP the rank-1 vectors and the window losses are averaged over the ranks (the package
+all-reduces the vectors too). Under torch.compile the refresh steps add and remove hooks, so they
+run with graph breaks (and a second compiled variant).
 """
 
 from functools import partial

@@ -7,11 +7,12 @@ gradient G (the paper's names -> the code's):
     O_t = NewtonSchulz5(M_t) ~ U V^T           (`ns_steps` quintic iterations, coefficients
                                                 (3.4445, -4.7750, 2.0315), on M / ||M||_F)
     W  <- W (1 - lr wd) - lr sqrt(max(1, rows / cols)) O_t
-Conv filters are flattened to (out, in * kh * kw) (and, unlike the reference, which takes the
-aspect ratio of a filter from its last two dims, we take it from the flattened matrix). Everything else (embeddings, norms, biases, the
-output head; chosen from `workload.param_types`, see submissions/_matrix.py) uses the reference
-code's `adam_update` with decoupled decay: m, v with betas (beta1, beta2), bias-corrected, eps
-after the square root, W <- W (1 - lr_adam wd) - lr_adam m_hat / (sqrt(v_hat) + eps).
+Conv filters are flattened to (out, in * kh * kw) (unlike the reference, which takes a filter's
+aspect ratio from its last two dims, we take it from the flattened matrix). Everything else
+(embeddings, norms, biases, the output head; chosen from `workload.param_types`, see
+submissions/_matrix.py) uses the reference code's `adam_update` with decoupled decay: m, v with
+betas (beta1, beta2), bias-corrected, eps after the square root,
+    W <- W (1 - lr_adam wd) - lr_adam m_hat / (sqrt(v_hat) + eps).
 
 Learning rates: `learning_rate` is Muon's (the README's 0.02); AdamW's is `adam_learning_rate`,
 both follow the same warmup-cosine schedule (AdamW's group has `lr_scale` = adam/muon lr).

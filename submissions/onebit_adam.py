@@ -117,8 +117,8 @@ class OnebitAdam(torch.optim.Optimizer):
                  ddp_module: torch.nn.parallel.DistributedDataParallel | None = None) -> None:
         if freeze_step < 0:
             raise ValueError(f"freeze_step must be >= 0, got {freeze_step}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      freeze_step=freeze_step))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                                      "freeze_step": freeze_step})
         self._ddp = ddp_module  # its gradient all-reduce is switched off after the warmup
 
     @torch.no_grad()

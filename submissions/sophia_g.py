@@ -69,7 +69,7 @@ class SophiaG(torch.optim.Optimizer):
                  weight_decay: float = 0.1, eps: float = 1e-15) -> None:
         if not all(0.0 <= b < 1.0 for b in betas) or rho < 0:
             raise ValueError(f"SophiaG needs betas in [0, 1) and rho >= 0, got {betas}, {rho}")
-        super().__init__(params, dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps))
+        super().__init__(params, {"lr": lr, "betas": betas, "rho": rho, "weight_decay": weight_decay, "eps": eps})
 
     def _init_state(self, params: list[torch.Tensor]) -> None:
         for p in params:

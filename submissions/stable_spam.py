@@ -64,8 +64,8 @@ class StableSPAM(torch.optim.Optimizer):
                  reset_interval: int = 500) -> None:
         if reset_interval < 0:
             raise ValueError(f"reset_interval must be >= 0 (0: never), got {reset_interval}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, gamma1=gamma1,
-                                      gamma2=gamma2, theta=theta, reset_interval=reset_interval))
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "gamma1": gamma1,
+                                      "gamma2": gamma2, "theta": theta, "reset_interval": reset_interval})
 
     @torch.no_grad()
     def step(self, closure=None):

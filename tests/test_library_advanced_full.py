@@ -93,8 +93,8 @@ def one_hot(y: np.ndarray) -> np.ndarray:
 
 # --- Sophia-G -------------------------------------------------------------------------------------
 
-SOPHIA_HP = dict(learning_rate=0.05, beta1=0.9, beta2=0.95, rho=0.04, eps=1e-15, weight_decay=0.1,
-                 hessian_interval=3, warmup_frac=0.2, grad_clip=0.0)
+SOPHIA_HP = {"learning_rate": 0.05, "beta1": 0.9, "beta2": 0.95, "rho": 0.04, "eps": 1e-15, "weight_decay": 0.1,
+                 "hessian_interval": 3, "warmup_frac": 0.2, "grad_clip": 0.0}
 
 
 def sophia_reference(W: np.ndarray, hp, draw) -> np.ndarray:
@@ -156,9 +156,10 @@ def test_sophia_clips_each_coordinate_to_lr():
 
 # --- MKOR -------------------------------------------------------------------------------------------
 
-MKOR_HP = dict(learning_rate=0.1, backend="sgd", momentum=0.9, weight_decay=0.05, inv_freq=2, stat_decay=0.95,
-               stabilization=0.1, reset_threshold=0.9, clip_value=2.5, hybrid_window=0, warmup_frac=0.2,
-               grad_clip=0.0)
+MKOR_HP = {"learning_rate": 0.1, "backend": "sgd", "momentum": 0.9, "weight_decay": 0.05, "inv_freq": 2,
+           "stat_decay": 0.95,
+               "stabilization": 0.1, "reset_threshold": 0.9, "clip_value": 2.5, "hybrid_window": 0, "warmup_frac": 0.2,
+               "grad_clip": 0.0}
 
 
 def sherman_morrison_ref(P: np.ndarray, v: np.ndarray) -> np.ndarray:

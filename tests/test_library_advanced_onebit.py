@@ -21,7 +21,7 @@ STEPS = 7
 LRS = [0.01 * (0.85**k) for k in range(STEPS)]
 SHAPES = {"w": (5, 3), "b": (4,)}  # 15 and 4 entries: both padded (to 16 and 8 per worker count)
 DECAYED = ("w",)
-KW = dict(b1=0.9, b2=0.95, eps=1e-8, wd=0.1, freeze=3)
+KW = {"b1": 0.9, "b2": 0.95, "eps": 1e-8, "wd": 0.1, "freeze": 3}
 
 
 def grads_for(step: int, worker: int) -> dict[str, np.ndarray]:
