@@ -11,6 +11,7 @@ import torch
 from algobench import submission as submission_lib
 from algobench.runner import Ended, Evaluated, run_trial
 from algobench.specs import RunOptions, TrialConfig
+from algobench.workload import WORKLOADS, TorchBackend
 from tests.helpers import cli
 
 HERE = Path(__file__).parent / "algoperf_submissions"
@@ -97,3 +98,36 @@ def test_cli_runs_an_algoperf_file(tmp_path, data_dir):
     assert summary["status"] == "not_reached" and summary["hparams"]["label_smoothing"] == 0.1
     meta = json.loads((trial_dir / "metadata.json").read_text())
     assert meta["submission"]["form"] == "algoperf"
+
+
+ALGOPERF_COUNTERPARTS = [name for name in WORKLOADS.names() if WORKLOADS.get(name).algoperf_name]
+# The variants share their base's model_fn and loss_fn (checked for every workload in test_contracts).
+ALGOPERF_BASES = [n for n in ALGOPERF_COUNTERPARTS if WORKLOADS.get(n).algoperf_name in ("finewebedu_lm", "imagenet_vit", "ogbg")]
+
+
+def test_every_algoperf_family_has_a_counterpart_here():
+    families = {WORKLOADS.get(n).algoperf_name.split("_")[0] for n in ALGOPERF_COUNTERPARTS}
+    assert {"finewebedu", "imagenet", "ogbg"} <= families
+
+
+@pytest.mark.parametrize("name", ALGOPERF_BASES)
+def test_algoperf_file_runs_unmodified_on_every_workload_with_a_counterpart(name, data_dir, tmp_path):
+    """The baseline-style file and its search space, as they are, on gpt2, vit and gnn: trials land in results/ like native ones, and the loss type is AlgoPerf's."""
+    spec = WORKLOADS.get(name)
+    if not spec.data.is_ready("smoke", data_dir):
+        spec.data.prepare("smoke", data_dir)
+    res = cli("run", "-w", name, "-s", str(HERE / "baseline_style.py"), "--hparams",
+              str(HERE / "tuning_search_space.json"), "--max-steps", "3", "--eval-every-steps", "3",
+              "--batch-size", "8", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "res"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (trial_dir,) = list((tmp_path / "res" / name / "smoke" / "baseline_style").iterdir())
+    summary = json.loads((trial_dir / "summary.json").read_text())
+    assert summary["status"] == "not_reached" and summary["steps"] == 3, summary
+    from algobench.algoperf.adapter import AlgoPerfWorkload
+    from algobench.algoperf import spec as algoperf_spec
+
+    wl = spec.build_torch(preset=spec.presets["smoke"], size="smoke", data_dir=data_dir,
+                          backend=TorchBackend.choose("cpu"))
+    expected = (algoperf_spec.LossType.SIGMOID_CROSS_ENTROPY if spec.algoperf_name.startswith("ogbg")
+                else algoperf_spec.LossType.SOFTMAX_CROSS_ENTROPY)
+    assert AlgoPerfWorkload(wl).loss_type is expected

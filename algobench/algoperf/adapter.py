@@ -30,15 +30,18 @@ from algobench.algoperf.spec import ForwardPassMode, LossType, ParameterType, Sh
 from algobench.workload import WORKLOADS, ParamKind, TorchWorkload, _unwrapped
 
 
+# AlgoPerf's `loss_type` per workload family (its ogbg workload is multi-label: sigmoid).
+LOSS_TYPES = {"ogbg": LossType.SIGMOID_CROSS_ENTROPY}
+
+
 class AlgoPerfWorkload:
     """An algobench TorchWorkload seen through AlgoPerf's Workload API."""
-
-    loss_type = LossType.SOFTMAX_CROSS_ENTROPY
 
     def __init__(self, native: TorchWorkload) -> None:
         self._native = native
         self.metrics_logger = None
-        self.loss_type = getattr(native, "algoperf_loss_type", LossType.SOFTMAX_CROSS_ENTROPY)
+        family = (WORKLOADS.get(native.name).algoperf_name or "").split("_")[0]
+        self.loss_type = LOSS_TYPES.get(family, LossType.SOFTMAX_CROSS_ENTROPY)
 
     def __getattr__(self, name: str) -> Any:  # step_hint, max_allowed_runtime_sec, ...
         return getattr(self._native, name)
