@@ -64,8 +64,8 @@ def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: fl
         boot_gated, _ = apply_variant_rule(boot_times, workloads=workloads,
                                            variants=variants or {}, tau_max=tau_max)
         boot_ratios = performance_ratios(boot_gated, tau_max=tau_max)
-        score_low, score_high = interval(benchmark_scores(boot_ratios, tau_max=tau_max))
-        time_low, time_high = interval(boot_times[..., base_cols])
+        score_low, score_high = interval(benchmark_scores(boot_ratios, tau_max=tau_max), point=score)
+        time_low, time_high = interval(boot_times[..., base_cols], point=point)
 
     frame = {"index": submissions, "columns": pd.Index(scored, name="workload")}
     table = pd.DataFrame({
@@ -87,8 +87,8 @@ def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: fl
         low, high = overall, overall
         if boot_times is not None:
             boot = speedups(boot_times[..., base_cols], baseline=base_index, budgets=budget)
-            low_w, high_w = interval(boot)
-            low, high = interval(geometric_mean(boot))
+            low_w, high_w = interval(boot, point=per_workload)
+            low, high = interval(geometric_mean(boot), point=overall)
         table = table.assign(speedup=overall, speedup_low=low, speedup_high=high)
         speedup_long = pd.DataFrame({
             "submission": np.repeat(submissions, len(scored)),
