@@ -72,14 +72,15 @@ def identity(config: TrialConfig, submission_sha256: str) -> str:
 
 # --- writing and reading ---------------------------------------------------------------------------
 
-def save(path: Path, *, identity: str, progress: Progress, model: nn.Module, optimizer_state: Any,
-         model_state: Any) -> None:
-    """Write the checkpoint atomically: a kill at any moment leaves the old file or the new one."""
+def save(path: Path, *, identity: str, progress: Progress, model: nn.Module | dict[str, torch.Tensor],
+         optimizer_state: Any, model_state: Any) -> None:
+    """Write the checkpoint atomically: a kill at any moment leaves the old file or the new one.
+    `model` is a module or, for a JAX trial, its weights as a state dict."""
     payload = {
         "format": FORMAT,
         "identity": identity,
         "progress": asdict(progress),
-        "model": unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict() if isinstance(model, nn.Module) else dict(model),
         "optimizer_state": to_saveable(optimizer_state, "optimizer_state"),
         "model_state": to_saveable(model_state, "model_state"),
         "rng": rng_states(),

@@ -56,6 +56,8 @@ SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submissi
                                             "or a path to a submission file (./my_opt.py).",
                                             autocompletion=_submission_names)]
 SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
+FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.[jax]'; "
+                                           "see: algobench list workloads).")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where prepared data lives [env ALGOBENCH_DATA_DIR].")]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Where trial folders go [env ALGOBENCH_RESULTS_DIR].")]
 WandbOpt = Annotated[bool, typer.Option("--wandb/--no-wandb", envvar="ALGOBENCH_WANDB",
@@ -70,6 +72,7 @@ def run(
     workload: WorkloadOpt,
     submission: SubmissionOpt,
     size: SizeOpt = "smoke",
+    framework: FrameworkOpt = "torch",
     hparams: Annotated[Path | None, typer.Option(help="JSON or YAML file of hyperparameters overriding the "
                                                   "submission's defaults, e.g. --hparams hp.yaml.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
@@ -82,7 +85,7 @@ def run(
     log_every_steps: Annotated[int | None, typer.Option(help="Print the training loss every N steps (one host sync).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16.")] = "auto",
-    compile: Annotated[str, typer.Option(help="torch.compile the model: auto (on GPU), on or off.")] = "auto",
+    compile: Annotated[str, typer.Option(help="torch.compile the model: auto (on GPU), on or off (JAX always jits).")] = "auto",
     data_dir: DataDirOpt = DEFAULT_DATA,
     results_dir: ResultsDirOpt = DEFAULT_RESULTS,
     wandb: WandbOpt = False,
@@ -107,14 +110,14 @@ def run(
     from algobench.trial import execute
 
     overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
-    config = _validated(TrialConfig, workload=workload, size=size, submission=submission, hparams=overrides,
-                        seed=seed, results_dir=results_dir, data_dir=data_dir,
+    config = _validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
+                        hparams=overrides, seed=seed, results_dir=results_dir, data_dir=data_dir,
                         options=dict(device=device, precision=precision, compile=compile, max_steps=max_steps,
                                      batch_size=batch_size,
                                      budget_s=budget_s, eval_period_s=eval_period_s,
                                      eval_period_steps=eval_every_steps, log_every_steps=log_every_steps))
     if overrides:  # name the file in errors about its fields
-        submission_lib.load(submission).hparams(overrides, source=str(hparams))
+        submission_lib.load(submission, framework=framework).hparams(overrides, source=str(hparams))
     if executor != "local":
         from algobench.cli_slurm import submit_run
 
@@ -157,13 +160,14 @@ def list_workloads(fmt: Annotated[Format, typer.Option("--format", help="table o
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="workloads")
-    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch"):
+    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch", "frameworks"):
         table.add_column(col)
     for r in rows:
         t = r["target"]
         every = f"{r['eval_period_steps']} steps" if r["eval_period_steps"] else f"{r['eval_period_s']:g} s"
         table.add_row(r["workload"], r["size"], f"{t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']:g}",
-                      f"{r['budget_s']:g} s", every, str(r["step_hint"]), str(r["batch_size"]))
+                      f"{r['budget_s']:g} s", every, str(r["step_hint"]), str(r["batch_size"]),
+                      ", ".join(r["frameworks"]))
     console.print(table)
 
 
@@ -184,17 +188,18 @@ def list_submissions(fmt: Annotated[Format, typer.Option("--format", help="table
                 err_console.print(f"warning: {name}: state not measured: {type(err).__name__}: {err}",
                                   markup=False, highlight=False)
                 state_bytes = None
-            rows.append({"submission": name, "form": sub.form, "paper": sub.paper, "state_bytes_per_param": state_bytes,
+            rows.append({"submission": name, "form": sub.form, "frameworks": list(sub.frameworks), "paper": sub.paper,
+                         "state_bytes_per_param": state_bytes,
                          "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path)})
     if fmt is Format.json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="submissions (state: optimizer state in bytes per parameter, GPT-2 smoke)")
-    for col in ("submission", "form", "paper", "state", "defaults"):
+    for col in ("submission", "form", "frameworks", "paper", "state", "defaults"):
         table.add_column(col, overflow="fold", justify="right" if col == "state" else "left")
     for r in rows:
         state = "?" if r["state_bytes_per_param"] is None else f"{r['state_bytes_per_param']:.2f}"
-        table.add_row(r["submission"], r["form"], r["paper"], state,
+        table.add_row(r["submission"], r["form"], ", ".join(r["frameworks"]), r["paper"], state,
                       ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
     console.print(table)
 

@@ -16,6 +16,7 @@ from algobench.cli import (
     DEFAULT_DATA,
     DEFAULT_RESULTS,
     DataDirOpt,
+    FrameworkOpt,
     ResultsDirOpt,
     SizeOpt,
     SubmissionOpt,
@@ -45,6 +46,7 @@ def tune(
     workload: WorkloadOpt,
     submission: SubmissionOpt,
     size: SizeOpt = "smoke",
+    framework: FrameworkOpt = "torch",
     search_space: Annotated[Path | None, typer.Option(
         help="Search space file, JSON or YAML, in AlgoPerf's tuning_search_space.json format "
              "(default: the submission's SEARCH_SPACE).")] = None,
@@ -100,7 +102,7 @@ def tune(
 
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
-    sub = submission_lib.load(submission)
+    sub = submission_lib.load(submission, framework=framework)
     fixed = submission_lib.load_hparams_file(hparams) if hparams else {}
     sub.hparams(fixed, source=str(hparams))
     space = None
@@ -113,7 +115,8 @@ def tune(
     spec = WORKLOADS.get(workload)
     if size not in spec.presets:
         raise UserError(f"workload {workload} has no size '{size}'; sizes: {', '.join(spec.presets)}")
-    base = _validated(TrialConfig, workload=workload, size=size, submission=submission, hparams=fixed,
+    base = _validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
+                      hparams=fixed,
                       ruleset=ruleset.value, results_dir=results_dir, data_dir=data_dir,
                       options=dict(device=device, precision=precision, compile=compile, max_steps=max_steps,
                                    budget_s=budget_s, eval_period_s=eval_period_s,

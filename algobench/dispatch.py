@@ -286,7 +286,7 @@ def _reserve_trial_dir(config: TrialConfig) -> Path:
 
     name = submission_lib.resolve(config.submission)[0]
     folder = trial_dir_for(config.results_dir, config.workload, config.size, name, config.seed,
-                           config.study, config.trial)
+                           config.study, config.trial, framework=config.framework)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

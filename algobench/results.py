@@ -27,7 +27,7 @@ SUMMARY_FIELDS = (
     "schema_version", "trial_id", "workload", "size", "submission", "framework", "ruleset", "study", "trial",
     "seed", "status", "reason", "traceback", "target", "time_to_target_s", "steps_to_target", "budget_s",
     "steps", "submission_time_s", "eval_time_s", "wall_time_s", "final_metrics", "hardware", "hardware_key",
-    "hparams", "requeues",
+    "hparams", "requeues", "compile_time_s",
 )
 
 
@@ -100,9 +100,11 @@ def validate_summary(summary: dict) -> None:
 
 
 def trial_dir_for(results_dir: Path, workload: str, size: str, submission: str, seed: int,
-                  study: int | None, trial: int | None) -> Path:
+                  study: int | None, trial: int | None, framework: str = "torch") -> Path:
     name = (f"study{study}-trial{trial}" if study is not None
             else f"run-{datetime.now().strftime('%Y%m%d-%H%M%S')}-seed{seed}")
+    if framework != "torch":  # the same submission's trials in another framework, side by side
+        name = f"{framework}-{name}"
     path = results_dir / workload / size / submission / name
     n = 1
     while path.exists() and study is None:  # two plain runs in the same second
@@ -166,6 +168,7 @@ class TrialRecorder:
             "trial_id": self.trial_id,
             "config": json.loads(cfg.model_dump_json()),
             "preset": json.loads(ev.preset.model_dump_json()),
+            "framework": cfg.framework,
             "submission": {"name": ev.submission.name, "path": str(ev.submission.path),
                            "form": ev.submission.form, "sha256": ev.submission.sha256},
             "hparams": ev.hparams,
@@ -193,7 +196,7 @@ class TrialRecorder:
             "workload": cfg.workload,
             "size": cfg.size,
             "submission": self.started.submission.name,
-            "framework": "torch",
+            "framework": cfg.framework,
             "ruleset": cfg.ruleset,
             "study": cfg.study,
             "trial": cfg.trial,
@@ -215,4 +218,5 @@ class TrialRecorder:
             "hardware_key": fingerprint.hardware_key(hw),
             "hparams": self.started.hparams,
             "requeues": ev.requeues,
+            "compile_time_s": ev.compile_time_s,
         }

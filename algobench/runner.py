@@ -9,7 +9,9 @@ the clock. Evaluation happens every `eval_period_s` of submission time (or every
 A trial may also be suspended between two steps (SLURM preemption or time limit): its state goes
 to a checkpoint (algobench/checkpoint.py) and a later run continues from it with the clock where
 it stopped. Under DDP (algobench/distributed.py) every rank runs this loop on its slice of the
-global batch.
+global batch. What depends on the framework (torch or jax: model init, parameter checks, device
+sync, checkpoint state) goes through `algobench.frameworks`; the submission's update step is the
+framework's own code.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from algobench import submission as submission_lib
 from algobench.clock import Stopwatch
 from algobench.distributed import SINGLE, Dist
 from algobench.errors import UserError
-from algobench.specs import Preset, TrialConfig, apply_overrides
+from algobench.frameworks import TorchFramework, framework_for
+from algobench.specs import Preset, TrialConfig
 from algobench.workload import WORKLOADS, TorchBackend, TorchWorkload, WorkloadSpec
 
 
@@ -97,6 +100,7 @@ class Ended:
     final_metrics: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None
     requeues: int = 0
+    compile_time_s: float | None = None  # included in submission_time_s; None: not measured
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,7 @@ def ensure_data(config: TrialConfig) -> WorkloadSpec:
 
 def prepare_workload(config: TrialConfig, backend: TorchBackend) -> TorchWorkload:
     """The workload with its data ready, built for torch."""
-    spec = ensure_data(config)
-    preset = apply_overrides(spec.presets[config.size], config.options)
-    return spec.build_torch(preset=preset, size=config.size, data_dir=config.data_dir, backend=backend)
+    return TorchFramework(backend).prepare(config, ensure_data(config))
 
 
 def run_trial(config: TrialConfig, submission: submission_lib.Submission | None = None, *,
@@ -143,20 +145,20 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
     With `checkpoint` (a file path), the trial resumes from that file when it exists, and when
     `suspend()` turns true (checked between steps) it saves its full state there, yields
     `Suspended` and stops. `dist` is this process's rank in data-parallel training."""
-    sub = submission or submission_lib.load(config.submission)
+    sub = submission or submission_lib.load(config.submission, framework=config.framework)
+    if (sub.form == "optax") != (config.framework == "jax"):
+        raise UserError(f"submission {sub.name} was loaded in its {sub.form} form for a {config.framework} trial")
     hparams_dict = sub.hparams(config.hparams)
     hparams = submission_lib.make_hparams(hparams_dict)
     opts = config.options
-    backend = TorchBackend.choose(opts.device, opts.precision, opts.compile)
+    framework = framework_for(config, dist)
 
     # Setup, off the clock: data, model, optimizer, and the checkpoint to resume from.
-    workload = prepare_workload(config, backend)
+    workload = framework.prepare(config, ensure_data(config))
     preset = workload.preset
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    model = distributed.wrap(workload.init_model(config.seed), dist, backend.device)
-    if backend.compile:
-        model = torch.compile(model)
+    model = framework.init_model(workload, config.seed, dist)
     model_state = None
     # --batch-size, else the submission's choice (None: no opinion), else the preset's
     batch_size = (opts.batch_size or (sub.get_batch_size(config.workload) if sub.get_batch_size else None)
@@ -173,17 +175,17 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
         start_step=p.batches_drawn), drawn=p.batches_drawn)
     resume = None
     if found is not None:  # after the batches: restoring sets the RNGs as they were at suspension
-        optimizer_state, model_state = ckpt.restore(found, model=model, optimizer_state=optimizer_state,
-                                                    model_state=model_state)
+        model, optimizer_state, model_state = framework.restore(found, model=model, optimizer_state=optimizer_state,
+                                                                model_state=model_state)
         resume = Resume(step=p.step, requeues=p.requeues, submission_time_s=p.submission_time_s,
                         evals=list(p.evals), train=list(p.train))
 
     yield Started(config=config, preset=preset, submission=sub, hparams=hparams_dict,
-                  backend=backend.describe(), batch_size=batch_size,
-                  n_params=sum(q.numel() for q in model.parameters()), resume=resume,
+                  backend=framework.describe(), batch_size=batch_size,
+                  n_params=framework.n_params(model), resume=resume,
                   checkpoint_discarded=discarded)
 
-    clock = Stopwatch(sync=backend.sync)
+    clock = Stopwatch(sync=lambda: framework.sync(model))  # (the model of the latest step)
     clock.restore(p.submission_time_s)
     wall_start = time.perf_counter() - p.wall_time_s  # queueing and restarts are not counted
     can_suspend = checkpoint is not None and suspend is not None
@@ -196,7 +198,8 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
     def ended(status: str, reason: str, **extra) -> Ended:
         return Ended(status=status, reason=reason, steps=p.step, submission_time_s=clock.elapsed_s,
                      eval_time_s=p.eval_time_s, wall_time_s=time.perf_counter() - wall_start,
-                     final_metrics=p.last_metrics, requeues=p.requeues, **extra)
+                     final_metrics=p.last_metrics, requeues=p.requeues,
+                     compile_time_s=framework.compile_time_s(), **extra)
 
     clock.resume()
     while True:
@@ -205,7 +208,7 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
             clock.pause()
             p.submission_time_s, p.wall_time_s = clock.elapsed_s, time.perf_counter() - wall_start
             p.batches_drawn = batches.drawn
-            yield _suspend(checkpoint, identity, p, model, optimizer_state, model_state, dist)
+            yield _suspend(framework, checkpoint, identity, p, model, optimizer_state, model_state, dist)
             return
 
         # --- one step, on the clock -------------------------------------------------------
@@ -245,7 +248,7 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
             if dist.active:
                 loss_value, elapsed_s, suspend_agreed = distributed.agree(
                     dist, loss=loss, elapsed_s=clock.elapsed_s, suspend=bool(suspend and suspend()),
-                    device=backend.device)
+                    device=framework.backend.device)
             else:
                 loss_value = float(loss)
             if loss_value is not None:
@@ -279,7 +282,7 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
             break
         clock.pause()
         eval_start = time.perf_counter()
-        if not _params_finite(model):
+        if not framework.params_finite(model):
             failure = (f"diverged: non-finite parameters at step {p.step}", None)
             break
         by_split = {split: workload.evaluate(model, split) for split in workload.eval_splits}
@@ -312,14 +315,14 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
         checkpoint.unlink(missing_ok=True)
 
 
-def _suspend(path: Path, identity: str, progress: ckpt.Progress, model, optimizer_state, model_state,
-             dist: Dist) -> Suspended:
+def _suspend(framework, path: Path, identity: str, progress: ckpt.Progress, model, optimizer_state,
+             model_state, dist: Dist) -> Suspended:
     """Rank 0 writes the checkpoint; every rank waits for it before stopping."""
     error = None
     if dist.is_main:
         try:
-            ckpt.save(path, identity=identity, progress=progress, model=model, optimizer_state=optimizer_state,
-                      model_state=model_state)
+            framework.save(path, identity=identity, progress=progress, model=model,
+                           optimizer_state=optimizer_state, model_state=model_state)
         except ckpt.CheckpointError as err:  # the trial will start over after the requeue
             error = str(err)
     distributed.barrier(dist)
@@ -330,12 +333,3 @@ def _suspend(path: Path, identity: str, progress: ckpt.Progress, model, optimize
 def _rng(seed: int, step: int) -> np.ndarray:
     """AlgoPerf hands submissions an int32 array of shape (2,) as their random key."""
     return np.array([seed % 2**31, step % 2**31], dtype=np.int32)
-
-
-@torch.no_grad()
-def _params_finite(model: torch.nn.Module) -> bool:
-    params = [p.detach() for p in model.parameters()]
-    if not params:
-        return True
-    norms = torch._foreach_norm([p.float() if p.dtype not in (torch.float32, torch.float64) else p for p in params])
-    return bool(torch.isfinite(torch.stack(norms)).all())

@@ -76,6 +76,7 @@ class TrialConfig(Frozen):
     workload: str
     size: Size = "smoke"
     submission: str  # registry name or path to a file
+    framework: Literal["torch", "jax"] = "torch"  # scored apart (scoring --allow-mixed-frameworks)
     hparams: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     ruleset: Literal["external", "self"] = "external"

@@ -84,7 +84,7 @@ def trial_dir(config: TrialConfig) -> Path:
 
     name = submission_lib.resolve(config.submission)[0]
     return trial_dir_for(config.results_dir, config.workload, config.size, name, config.seed,
-                         config.study, config.trial)
+                         config.study, config.trial, framework=config.framework)
 
 
 # ---------------------------------------------------------------------------------------------

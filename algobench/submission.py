@@ -15,9 +15,12 @@ or by path (`--submission ./my_opt.py`). It comes in one of two forms:
 
 3. algoperf: an AlgoPerf PyTorch submission file as it is (it imports `algoperf` or
    `algorithmic_efficiency`, or its functions take positional arguments); see algobench/algoperf.
+4. optax (for `--framework jax`): `HPARAMS`, `SEARCH_SPACE`, `lr_schedule` as in the simple form
+   and `make_optax(*, learning_rate, hparams, workload) -> optax.GradientTransformation`. A
+   module may hold both `make_optimizer` and `make_optax`: one submission, two frameworks.
 
-The runner only knows the full form; `_simple_form` and `algoperf.adapter.adapt` turn the
-others into it.
+The runner only knows the full form; `_simple_form`, `algoperf.adapter.adapt` and
+`jax_backend.optax_form` turn the others into it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from algobench.errors import UserError, closest, unknown
 
 FULL_REQUIRED = ("init_optimizer_state", "update_params")
 SIMPLE_REQUIRED = ("make_optimizer", "lr_schedule")
+OPTAX_REQUIRED = ("make_optax", "lr_schedule")
 
 
 class TrainingComplete(Exception):
@@ -60,7 +64,7 @@ def make_hparams(values: Mapping[str, Any]) -> tuple:
 class Submission:
     name: str
     path: Path
-    form: Literal["simple", "full", "algoperf"]
+    form: Literal["simple", "full", "algoperf", "optax"]
     module: ModuleType
     defaults: dict[str, Any]
     search_space: dict[str, Any]
@@ -71,6 +75,7 @@ class Submission:
     prepare_for_eval: Callable[..., Any] | None = None
     get_batch_size: Callable[[str], int] | None = None
     sha256: str = field(default="")
+    frameworks: tuple[str, ...] = ("torch",)  # the frameworks this module has a form for
 
     def hparams(self, overrides: Mapping[str, Any] | None = None, *, source: str = "--hparams") -> dict:
         """The defaults with `overrides` applied; unknown names fail with the nearest valid ones."""
@@ -117,14 +122,27 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     raise unknown("submission", name_or_path, builtin_names())
 
 
-def load(name_or_path: str) -> Submission:
+def load(name_or_path: str, framework: str = "torch") -> Submission:
+    """The submission's form for `framework` (torch: simple, full or algoperf; jax: optax)."""
     name, path = resolve(name_or_path)
     source = path.read_text()
     if algoperf.mentions_algoperf(source):
         algoperf.install()
     module = _import(name, path)
-    has = {attr for attr in (*FULL_REQUIRED, *SIMPLE_REQUIRED) if callable(getattr(module, attr, None))}
-    if set(FULL_REQUIRED) <= has:
+    has = {attr for attr in (*FULL_REQUIRED, *SIMPLE_REQUIRED, *OPTAX_REQUIRED)
+           if callable(getattr(module, attr, None))}
+    frameworks = tuple(f for f, ok in (("torch", set(FULL_REQUIRED) <= has or set(SIMPLE_REQUIRED) <= has),
+                                       ("jax", set(OPTAX_REQUIRED) <= has)) if ok)
+    if framework not in frameworks and (framework != "torch" or frameworks):
+        raise UserError(f"submission {path} has no {framework} form ({_FORM_HINT[framework]}); "
+                        f"it has: {', '.join(frameworks) or 'none'}")
+    if framework == "jax":
+        try:
+            from algobench.jax_backend import optax_form
+        except ImportError as err:
+            raise UserError(f"--framework jax needs the jax extra ({err}): pip install -e '.[jax]'") from None
+        form, fns = "optax", optax_form(module)
+    elif set(FULL_REQUIRED) <= has:
         form = "algoperf" if algoperf.mentions_algoperf(source) or _positional(module.update_params) else "full"
     elif set(SIMPLE_REQUIRED) <= has:
         form = "simple"
@@ -134,15 +152,20 @@ def load(name_or_path: str) -> Submission:
         raise UserError(
             f"submission {path} is missing {', '.join(missing)}: a submission defines either "
             f"{' and '.join(SIMPLE_REQUIRED)} (simple form) or {' and '.join(FULL_REQUIRED)} (full form)")
+    if form != "optax":
+        fns = {"full": _full_form, "simple": _simple_form, "algoperf": _algoperf_form}[form](module)
     defaults = dict(getattr(module, "HPARAMS", {}) or {})
-    fns = {"full": _full_form, "simple": _simple_form, "algoperf": _algoperf_form}[form](module)
     return Submission(
         name=name, path=path, form=form, module=module, defaults=defaults,
         search_space=dict(getattr(module, "SEARCH_SPACE", {}) or {}),
         paper=getattr(module, "PAPER", ""),
-        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        sha256=hashlib.sha256(source.encode()).hexdigest(), frameworks=frameworks,
         **fns,
     )
+
+
+_FORM_HINT = {"torch": "make_optimizer and lr_schedule, or init_optimizer_state and update_params",
+              "jax": "make_optax and lr_schedule"}
 
 
 def load_hparams_file(path: Path) -> dict[str, Any]:

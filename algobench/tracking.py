@@ -82,7 +82,7 @@ def tags_for(ev: Started) -> list[str]:
     cfg = ev.config
     hw = fingerprint.hardware_key(fingerprint.hardware())
     tags = [f"workload:{cfg.workload}", f"size:{cfg.size}", f"submission:{ev.submission.name}",
-            f"ruleset:{cfg.ruleset}", f"hardware:{hw}"]
+            f"ruleset:{cfg.ruleset}", f"framework:{cfg.framework}", f"hardware:{hw}"]
     if cfg.study is not None:
         tags += [f"study:{cfg.study}", f"trial:{cfg.trial}"]
     return [t[:TAG_MAX_CHARS] for t in tags]
@@ -92,7 +92,7 @@ def config_for(ev: Started) -> dict[str, Any]:
     """The run's config: what ran and with what (no paths to data, no secrets)."""
     cfg = ev.config
     return {
-        "workload": cfg.workload, "size": cfg.size, "submission": ev.submission.name,
+        "workload": cfg.workload, "size": cfg.size, "submission": ev.submission.name, "framework": cfg.framework,
         "submission_form": ev.submission.form, "submission_sha256": ev.submission.sha256,
         "ruleset": cfg.ruleset, "study": cfg.study, "trial": cfg.trial, "seed": cfg.seed,
         "hparams": ev.hparams, "preset": json.loads(ev.preset.model_dump_json()),
@@ -215,7 +215,8 @@ def tracked_execute(config: TrialConfig, settings: WandbSettings | None, *,
         return execute(config, on_event=on_event, trial_dir=trial_dir)
     name = submission_lib.resolve(config.submission)[0]
     trial_dir = trial_dir or trial_dir_for(config.results_dir, config.workload, config.size, name,
-                                           config.seed, config.study, config.trial)
+                                           config.seed, config.study, config.trial,
+                                           framework=config.framework)
     tracker = WandbTracker(settings, trial_dir=trial_dir, notify=notify, announce_offline=announce_offline)
     try:
         return execute(config, on_event=fanout(on_event, tracker), trial_dir=trial_dir)

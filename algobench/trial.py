@@ -40,9 +40,10 @@ def execute(config: TrialConfig, *, on_event: Callable[[Event], None] | None = N
     joined = dist.active and not torch.distributed.is_initialized()
     distributed.init(dist, config.options.device)
     try:
-        sub = submission_lib.load(config.submission)
+        sub = submission_lib.load(config.submission, framework=config.framework)
         trial_dir = distributed.from_main(dist, trial_dir or trial_dir_for(
-            config.results_dir, config.workload, config.size, sub.name, config.seed, config.study, config.trial))
+            config.results_dir, config.workload, config.size, sub.name, config.seed, config.study, config.trial,
+            framework=config.framework))
         recorder = TrialRecorder(trial_dir) if dist.is_main else None
         checkpoint = ckpt.path_in(trial_dir) if resumable else None
         for event in run_trial(config, sub, checkpoint=checkpoint, suspend=suspend, dist=dist):

@@ -52,7 +52,11 @@ class WorkloadSpec:
     data: DataSpec
     build_torch: Callable[..., TorchWorkload]  # (preset=, size=, data_dir=, backend=)
     algoperf_name: str | None = None  # the AlgoPerf workload it stands for, if any
-    frameworks: tuple[str, ...] = ("torch",)
+    build_jax: Callable[..., Any] | None = None  # the same, returning a jax_backend.JaxWorkload
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return ("torch", "jax") if self.build_jax is not None else ("torch",)
 
 
 WORKLOADS: Registry[WorkloadSpec] = Registry("workload")

@@ -39,6 +39,14 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                              eps=hparams.eps, foreach=True)
 
 
+def make_optax(*, learning_rate, hparams, workload):
+    """The same update in JAX (`--framework jax`): optax's adamw decays as torch's does."""
+    import optax
+
+    return optax.adamw(learning_rate, b1=hparams.beta1, b2=hparams.beta2, eps=hparams.eps,
+                       weight_decay=hparams.weight_decay, mask=workload.decay_mask)
+
+
 def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
     warmup = max(int(hparams.warmup_frac * step_hint), 1)
     return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

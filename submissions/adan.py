@@ -104,6 +104,44 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                 betas=(hparams.beta1, hparams.beta2, hparams.beta3), eps=hparams.eps, no_prox=hparams.no_prox)
 
 
+def make_optax(*, learning_rate, hparams, workload):
+    """The same update in JAX (`--framework jax`), as an optax (init, update) pair (optax has no
+    Adan). The first step's previous gradient is the gradient itself, as above."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    beta1, beta2, beta3, eps, wd = hparams.beta1, hparams.beta2, hparams.beta3, hparams.eps, hparams.weight_decay
+    lr = learning_rate
+
+    def init(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return {"count": jnp.zeros((), jnp.int32), "exp_avg": zeros(), "exp_avg_diff": zeros(),
+                "exp_avg_sq": zeros(), "prev_grad": zeros()}
+
+    def update(grads, state, params):
+        k = state["count"] + 1
+        first = state["count"] == 0
+        diff = jax.tree.map(lambda g, prev: jnp.where(first, 0.0, g - prev), grads, state["prev_grad"])
+        nesterov = jax.tree.map(lambda g, d: g + beta2 * d, grads, diff)
+        m = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * g, state["exp_avg"], grads)
+        v = jax.tree.map(lambda v, d: beta2 * v + (1 - beta2) * d, state["exp_avg_diff"], diff)
+        n = jax.tree.map(lambda n, x: beta3 * n + (1 - beta3) * x * x, state["exp_avg_sq"], nesterov)
+        bias1, bias2, bias3 = 1 - beta1**k, (1 - beta2**k) / beta2, jnp.sqrt(1 - beta3**k)
+
+        def step(m, v, n, p, decay):
+            direction = (m / bias1 + v / bias2) / (jnp.sqrt(n) / bias3 + eps)
+            decay_rate = lr * wd if decay else 0.0
+            if hparams.no_prox:  # theta * (1 - lr wd) - lr direction
+                return -decay_rate * p - lr * direction
+            return -(lr * direction + decay_rate * p) / (1 + decay_rate)  # (theta - lr d) / (1 + lr wd) - theta
+
+        updates = jax.tree.map(step, m, v, n, params, workload.decay_mask)
+        return updates, {"count": k, "exp_avg": m, "exp_avg_diff": v, "exp_avg_sq": n, "prev_grad": grads}
+
+    return optax.GradientTransformation(init, update)
+
+
 def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
     warmup = max(int(hparams.warmup_frac * step_hint), 1)
     return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

@@ -82,6 +82,35 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                   eps=hparams.eps, weight_decay=hparams.weight_decay)
 
 
+def make_optax(*, learning_rate, hparams, workload):
+    """The same update in JAX (`--framework jax`), as an optax (init, update) pair: optax's own
+    nadamw bias-corrects its Nesterov term differently (Dozat's 1 - beta1^(t+1))."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    beta1, beta2, eps, wd = 1 - hparams.one_minus_beta1, hparams.beta2, hparams.eps, hparams.weight_decay
+
+    def init(params):
+        return {"count": jnp.zeros((), jnp.int32), "exp_avg": jax.tree.map(jnp.zeros_like, params),
+                "exp_avg_sq": jax.tree.map(jnp.zeros_like, params)}
+
+    def update(grads, state, params):
+        t = state["count"] + 1
+        m = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * g, state["exp_avg"], grads)
+        v = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * g * g, state["exp_avg_sq"], grads)
+        bias1, bias2 = 1 - beta1**t, jnp.sqrt(1 - beta2**t)
+
+        def step(m, v, g, p, decay):
+            nesterov = beta1 * m + (1 - beta1) * g
+            return -learning_rate * (nesterov / bias1 / (jnp.sqrt(v) / bias2 + eps) + (wd * p if decay else 0.0))
+
+        updates = jax.tree.map(step, m, v, grads, params, workload.decay_mask)
+        return updates, {"count": t, "exp_avg": m, "exp_avg_sq": v}
+
+    return optax.GradientTransformation(init, update)
+
+
 def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
     warmup = max(int(hparams.warmup_factor * step_hint), 1)
     return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)

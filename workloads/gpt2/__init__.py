@@ -119,11 +119,18 @@ def build(*, preset: Preset, size: str, data_dir: Path, backend) -> Gpt2Workload
     return Gpt2Workload(name="gpt2", size=size, preset=preset, backend=backend, data_dir=Path(data_dir))
 
 
+def build_jax(**kwargs):
+    from workloads.gpt2.jax_model import build as build_jax  # jax is an optional extra
+
+    return build_jax(**kwargs)
+
+
 WORKLOADS.register("gpt2", WorkloadSpec(
     name="gpt2",
     description="GPT-2 language model on FineWeb token shards (smoke: the King James Bible, 1k BPE)",
     presets={"smoke": smoke(), "small": small(), "full": full()},
     data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
     build_torch=build,
+    build_jax=build_jax,
     algoperf_name="finewebedu_lm",
 ))
