@@ -168,6 +168,24 @@ def test_group_queries_do_not_see_each_other():
     assert not torch.allclose(base[:, :, 4:], changed[:, :, 4:])
 
 
+def test_learned_decoder_inputs_are_per_query_and_grouped():
+    """DETR feeds the decoder zeros; the smoke model's learned inputs (one embedding per query, per
+    group) make the queries differ from the first step, and the groups stay independent."""
+    torch.manual_seed(0)
+    assert not DetrConfig().learned_tgt
+    model = DETR(TINY.model_copy(update={"learned_tgt": True, "num_groups": 2}))
+    assert model.tgt_embed.weight.shape == (8, TINY.d_model)
+    images = torch.randn(1, 3, 32, 32)
+    base = model(images)["logits"]
+    with torch.no_grad():
+        model.tgt_embed.weight[4:] += 1.0  # change group 1's inputs only
+    changed = model(images)["logits"]
+    torch.testing.assert_close(base[:, :, :4], changed[:, :, :4])
+    assert not torch.allclose(base[:, :, 4:], changed[:, :, 4:])
+    model.eval()
+    assert model(images)["logits"].shape == (2, 1, 4, 4)  # inference: the first group's 4 queries
+
+
 def test_backbone_loads_torchvision_style_weights_and_freezes_early_layers(tmp_path):
     torch.manual_seed(0)
     source = ResNet(TINY.backbone)  # trainable batch norms, as torchvision saves them

@@ -1,5 +1,5 @@
 """DETR data: the COCO indexer and loader on tiny generated COCO files, transforms, batching, the
-smoke generator, and training to the smoke target."""
+smoke generator, and plain DETR training to the smoke target."""
 
 from __future__ import annotations
 
@@ -135,16 +135,17 @@ def test_smoke_generator_writes_coco_with_boxes_on_the_items(tmp_path):
 
 
 @pytest.mark.slow
-def test_adamw_reaches_the_group_detr_smoke_target(data_dir):
-    """Group DETR leaves DETR's early plateau within the smoke budget; plain DETR does not yet."""
+def test_adan_reaches_the_detr_smoke_target(data_dir):
+    """Plain DETR leaves its plateau with the smoke preset: Adan with its defaults and the default
+    seed reaches val_map 0.02 at step 600 (steps, not the clock, decide on a loaded machine)."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
-    cfg = TrialConfig(workload="detr_group", size="smoke", submission="adamw", seed=1, data_dir=data_dir,
-                      options=RunOptions(device="cpu", budget_s=1e6, max_steps=1200))
+    cfg = TrialConfig(workload="detr", size="smoke", submission="adan", seed=0, data_dir=data_dir,
+                      options=RunOptions(device="cpu", budget_s=1e6, max_steps=900))
     evals, end = run(cfg)
     assert end.status == "reached", (end.reason, [e.metrics.get("val_map") for e in evals])
-    assert evals[0].metrics["val_map"] < 0.005  # far below the target before training
+    assert evals[0].metrics["val_map"] < 0.005  # far below the target early on
 
 
 def test_detr_runs_a_few_steps_through_the_runner(data_dir):

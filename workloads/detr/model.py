@@ -49,6 +49,7 @@ class DetrConfig(BaseModel):
     pre_norm: bool = False  # DETR's `--pre_norm`: LayerNorm before attention and FFN (stable at high lr)
     num_queries: int = 100  # per group
     num_groups: int = 1  # Group DETR's query groups during training; 1 = DETR
+    learned_tgt: bool = False  # decoder input: a learned content embedding per query instead of DETR's zeros
 
 
 # --- backbone ------------------------------------------------------------------------------------
@@ -235,6 +236,7 @@ class DETR(nn.Module):
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.dec_layers))
         self.decoder_norm = nn.LayerNorm(cfg.d_model)
         self.query_embed = nn.Embedding(cfg.num_queries * cfg.num_groups, cfg.d_model)
+        self.tgt_embed = nn.Embedding(cfg.num_queries * cfg.num_groups, cfg.d_model) if cfg.learned_tgt else None
         self.class_embed = nn.Linear(cfg.d_model, cfg.num_classes + 1)  # the last class is "no object"
         self.bbox_embed = MLP(cfg.d_model, cfg.d_model, 4, 3)
         for layer in (*self.encoder, *self.decoder):
@@ -264,7 +266,10 @@ class DETR(nn.Module):
         n_queries = self.cfg.num_queries * groups
         query_pos = self.query_embed.weight[:n_queries].unsqueeze(0).expand(b, -1, -1)
         group_mask = _group_attention_mask(self.cfg.num_queries, groups, images.device) if groups > 1 else None
-        tgt = torch.zeros_like(query_pos)
+        if self.tgt_embed is None:
+            tgt = torch.zeros_like(query_pos)
+        else:
+            tgt = self.tgt_embed.weight[:n_queries].unsqueeze(0).expand(b, -1, -1)
         outputs = []
         for layer in self.decoder:
             tgt = layer(tgt, query_pos, memory, pos, key_pad, group_mask)
