@@ -202,6 +202,14 @@ def _builder(name: str):
     return build
 
 
+def _jax_builder(name: str):
+    def build(**kwargs):
+        from workloads.vit.jax_model import builder  # jax is an optional extra
+
+        return builder(name, _builder(name))(**kwargs)
+    return build
+
+
 for _variant in VARIANTS:
     WORKLOADS.register(_variant.name, WorkloadSpec(
         name=_variant.name,
@@ -209,5 +217,6 @@ for _variant in VARIANTS:
         presets={"smoke": smoke(_variant), "small": small(_variant), "full": full(_variant)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_variant.name),
+        build_jax=_jax_builder(_variant.name),
         algoperf_name=_variant.algoperf_name,
     ))
