@@ -109,6 +109,27 @@ def test_indexer_reports_missing_images_and_bad_files(tmp_path, tiny_coco):
         dprep.prepare("full", tmp_path / "data", source=tmp_path)
 
 
+def test_data_prepare_full_indexes_a_coco_2017_folder(tmp_path):
+    """`algobench data prepare detr --size full --source DIR` on a COCO 2017 layout of generated
+    images: both splits indexed, images left where they are, the workload's data ready."""
+    from tests.helpers import cli
+    from workloads.detr import DetrWorkload, full
+
+    coco = tmp_path / "coco"
+    for ours, theirs in dprep.COCO_SPLITS.items():
+        ann, images = dprep.write_smoke(tmp_path / ours, counts={ours: 3})[ours]
+        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        ann.rename(coco / "annotations" / f"instances_{theirs}.json")
+        images.rename(coco / theirs)
+    result = cli("data", "prepare", "detr", "--size", "full", "--source", str(coco), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    assert dprep.is_ready("full", tmp_path / "d")
+    index = ddata.load_index(tmp_path / "d" / "detr" / "full" / "val.npz")
+    assert len(index) == 3 and index.image_root == (coco / "val2017").resolve()
+    wl = DetrWorkload(name="detr", size="full", preset=full(), backend=None, data_dir=tmp_path / "d")
+    assert len(wl.index("train")) == 3
+
+
 def test_read_idx_reads_mnist_format(tmp_path):
     pixels = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     header = bytes([0, 0, 8, 3]) + np.array([2, 3, 4], dtype=">u4").tobytes()
