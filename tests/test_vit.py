@@ -14,7 +14,7 @@ from PIL import Image
 from algobench.errors import UserError
 from algobench.workload import WORKLOADS, TorchBackend
 from workloads.layers import EncoderConfig
-from workloads.vit import VitSettings, VitWorkload
+from workloads.vit import VARIANTS, VitSettings, VitWorkload
 from workloads.vit import prepare as prep
 from workloads.vit.data import step_indices
 from workloads.vit.idx import IdxError, idx_bytes, parse_idx, read_idx
@@ -170,6 +170,18 @@ def test_imagenet_converter_writes_shards_with_labels_and_bounded_size(tmp_path,
     assert test.labels.tolist() == [0, 1, 2]
 
 
+def test_data_prepare_command_converts_an_imagenet_folder(tmp_path):
+    """`algobench data prepare vit --size full --source DIR`, as a user runs it."""
+    from tests.helpers import cli
+
+    _fake_imagenet(tmp_path / "imagenet", flat_val=True)
+    res = cli("data", "prepare", "vit", "--size", "full", "--source", str(tmp_path / "imagenet"),
+              "--data-dir", str(tmp_path / "data"))
+    assert res.returncode == 0, res.stderr
+    assert prep.is_ready("full", tmp_path / "data")
+    assert [len(ImageShards(tmp_path / "data" / "vit" / "full", s)) for s in ("train", "val", "test")] == [12, 3, 3]
+
+
 def test_imagenet_needs_a_source_and_the_standard_folders(tmp_path):
     with pytest.raises(UserError, match="--source"):
         prep.prepare("full", tmp_path)
@@ -258,18 +270,52 @@ def test_vit_settings_are_frozen():
         cfg.eval_examples = 1
 
 
+# --- every registered variant trains, evaluates and has its own calibrated target ------------
+
+VIT_NAMES = [n for n in WORKLOADS.names() if n.split("_")[0] == "vit"]
+
+
+def test_the_registry_holds_every_variant():
+    assert sorted(VIT_NAMES) == sorted(v.name for v in VARIANTS)
+    for v in VARIANTS:
+        assert "provisional" not in WORKLOADS.get(v.name).presets["smoke"].how_target_was_set
+
+
+@pytest.mark.parametrize("name", VIT_NAMES)
+def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
+    from algobench.specs import RunOptions, TrialConfig
+    from tests.helpers import run
+
+    cfg = TrialConfig(workload=name, size="smoke", submission="adamw", seed=0, data_dir=data_dir,
+                      options=RunOptions(device="cpu", max_steps=4, eval_period_steps=4, budget_s=100_000))
+    evals, end = run(cfg)
+    assert end.status == "not_reached" and end.reason == "max steps", end.traceback
+    metrics = evals[-1].metrics
+    assert evals[-1].step == 4 and 0.0 <= metrics["val_accuracy"] <= 1.0 and math.isfinite(metrics["val_loss"])
+
+
 # --- calibration: a baseline reaches the smoke target ----------------------------------------
 
+@pytest.fixture
+def one_thread():
+    """The smoke curves were measured with one thread: with it a CPU run repeats them to the bit
+    (two threads round differently in the last digits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_nadamw_reaches_the_vit_smoke_target(data_dir):
-    """NAdamW's defaults (seed 1) reach val_accuracy 0.86 at ~1,050 steps (README); the budget is
+def test_nadamw_reaches_the_vit_smoke_target(data_dir, one_thread):
+    """NAdamW's defaults (seed 1) reach the smoke target (0.86) at step 1,050 (README); the budget is
     lifted so that a loaded machine fails only on steps, which are deterministic."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
     cfg = TrialConfig(workload="vit", size="smoke", submission="nadamw", seed=1, data_dir=data_dir,
-                      options=RunOptions(device="cpu", max_steps=1_400, budget_s=3_600))
+                      options=RunOptions(device="cpu", max_steps=1_300, budget_s=100_000))
     evals, end = run(cfg)
-    assert end.status == "reached", (end.reason, evals[-1].metrics if evals else None)
-    target = WORKLOADS.get("vit").presets["smoke"].target.value
-    assert end.steps_to_target <= 1_400 and evals[-1].metrics["val_accuracy"] >= target
+    assert end.status == "reached", (end.reason, [e.metrics["val_accuracy"] for e in evals])
+    assert end.steps_to_target <= 1_150
+    assert evals[-1].metrics["val_accuracy"] >= WORKLOADS.get("vit").presets["smoke"].target.value
