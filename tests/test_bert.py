@@ -12,7 +12,7 @@ import torch
 
 from algobench.errors import UserError
 from algobench.workload import WORKLOADS, TorchBackend
-from workloads.bert import BertWorkload
+from workloads.bert import VARIANTS, BertWorkload
 from workloads.bert import prepare as prep
 from workloads.bert.masking import CLS, MASK, PAD, SEP, mask_rows, segment_ids
 from workloads.bert.model import Bert, BertConfig
@@ -144,6 +144,17 @@ def test_full_prepare_packs_a_dump_into_row_shards(tmp_path):
     assert text.startswith("topic 0 is a subject of")  # uncased, in document order
 
 
+def test_data_prepare_command_packs_a_dump(tmp_path):
+    """`algobench data prepare bert --size full --source DUMP`, as a user runs it."""
+    from tests.helpers import cli
+
+    dump = _make_dump(tmp_path / "enwiki-latest-pages-articles.xml.bz2")
+    res = cli("data", "prepare", "bert", "--size", "full", "--source", str(dump), "--data-dir", str(tmp_path / "data"))
+    assert res.returncode == 0, res.stderr
+    assert prep.is_ready("full", tmp_path / "data")
+    assert len(read_rows(tmp_path / "data" / "bert" / "full", "val", 128)) > 0
+
+
 def test_full_prepare_needs_a_source(tmp_path):
     with pytest.raises(UserError, match="dumps.wikimedia.org"):
         prep.prepare("full", tmp_path)
@@ -225,3 +236,54 @@ def test_bert_model_ties_decoder_to_embeddings():
     assert logits.shape == (2, 2, 64)
     logits.sum().backward()
     assert model.tok.weight.grad is not None
+
+
+# --- every registered variant trains, evaluates and has its own calibrated target ------------
+
+BERT_NAMES = [n for n in WORKLOADS.names() if n.split("_")[0] == "bert"]
+
+
+def test_the_registry_holds_every_variant():
+    assert sorted(BERT_NAMES) == sorted(v.name for v in VARIANTS)
+    for v in VARIANTS:
+        assert "provisional" not in WORKLOADS.get(v.name).presets["smoke"].how_target_was_set
+
+
+@pytest.mark.parametrize("name", BERT_NAMES)
+def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
+    from algobench.specs import RunOptions, TrialConfig
+    from tests.helpers import run
+
+    cfg = TrialConfig(workload=name, size="smoke", submission="adamw", seed=0, data_dir=data_dir,
+                      options=RunOptions(device="cpu", max_steps=4, eval_period_steps=4, budget_s=100_000))
+    evals, end = run(cfg)
+    assert end.status == "not_reached" and end.reason == "max steps", end.traceback
+    metrics = evals[-1].metrics
+    assert evals[-1].step == 4 and 0.0 <= metrics["val_accuracy"] <= 1.0 and math.isfinite(metrics["val_loss"])
+
+
+
+# --- calibration: a baseline reaches the smoke target ----------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """The smoke curves were measured with one thread: with it a CPU run repeats them to the bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
+    """AdamW's defaults (seed 1) reach the smoke target (0.15) at step 650 (README); steps, not
+    seconds, decide, so a loaded machine gives the same answer."""
+    from algobench.specs import RunOptions, TrialConfig
+    from tests.helpers import run
+
+    cfg = TrialConfig(workload="bert", size="smoke", submission="adamw", seed=1, data_dir=data_dir,
+                      options=RunOptions(device="cpu", max_steps=800, budget_s=100_000))
+    evals, end = run(cfg)
+    assert end.status == "reached", (end.reason, [e.metrics["val_accuracy"] for e in evals])
+    assert end.steps_to_target <= 750
+    assert evals[-1].metrics["val_accuracy"] >= WORKLOADS.get("bert").presets["smoke"].target.value
