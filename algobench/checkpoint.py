@@ -154,7 +154,8 @@ def to_saveable(obj: Any, where: str) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach()
     if isinstance(obj, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj))}
+        # (ascontiguousarray makes a 0-d array 1-d: keep the shape)
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj).reshape(obj.shape))}
     if isinstance(obj, np.generic):
         return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -208,3 +209,12 @@ def test_every_submission_state_goes_through_a_checkpoint(name, data_dir, tmp_pa
 def test_optimizer_state_that_cannot_be_saved_is_named():
     with pytest.raises(ckpt.CheckpointError, match=r"optimizer_state\['hook'\] holds a function"):
         ckpt.to_saveable({"hook": lambda: None}, "optimizer_state")
+
+
+def test_numpy_arrays_keep_shape_and_dtype_through_a_checkpoint():
+    state = {"scalar": np.array(3.5, dtype=np.float32), "counts": np.arange(6, dtype=np.int64).reshape(2, 3),
+             "flag": np.bool_(True)}
+    back = ckpt.restore_into(None, ckpt.to_saveable(state, "optimizer_state"))
+    assert back["scalar"].shape == () and back["scalar"].dtype == np.float32 and back["scalar"] == 3.5
+    assert back["counts"].shape == (2, 3) and np.array_equal(back["counts"], state["counts"])
+    assert back["flag"] is True
