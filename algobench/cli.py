@@ -56,15 +56,15 @@ SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submissi
                                             "or a path to a submission file (./my_opt.py).",
                                             autocompletion=_submission_names)]
 SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
-FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.[jax]'; "
+FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.\\[jax]'; "
                                            "see: algobench list workloads).")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where prepared data lives [env ALGOBENCH_DATA_DIR].")]
-ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Where trial folders go [env ALGOBENCH_RESULTS_DIR].")]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Where prepared data lives (env ALGOBENCH_DATA_DIR).")]
+ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Where trial folders go (env ALGOBENCH_RESULTS_DIR).")]
 WandbOpt = Annotated[bool, typer.Option("--wandb/--no-wandb", envvar="ALGOBENCH_WANDB",
                                         help="Log to Weights & Biases (offline into the trial folder when there is "
                                              "no API key or WANDB_MODE=offline) [env ALGOBENCH_WANDB=1].")]
-WandbProjectOpt = Annotated[str | None, typer.Option(help="W&B project [env WANDB_PROJECT; default algobench].")]
-WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or team) [env WANDB_ENTITY].")]
+WandbProjectOpt = Annotated[str | None, typer.Option(help="W&B project (env WANDB_PROJECT; default algobench).")]
+WandbEntityOpt = Annotated[str | None, typer.Option(help="W&B entity (user or team) (env WANDB_ENTITY).")]
 
 
 @app.command()
@@ -94,7 +94,7 @@ def run(
     executor: Annotated[str, typer.Option(help="local (here), slurm (a SLURM job, see --cluster) or debug "
                                           "(the job's code path, in this process).")] = "local",
     cluster: Annotated[str, typer.Option(envvar="ALGOBENCH_CLUSTER", help="SLURM cluster profile: "
-                                         "slurm/profiles/NAME.yaml or a YAML file [env ALGOBENCH_CLUSTER].")] = "dev",
+                                         "slurm/profiles/NAME.yaml or a YAML file (env ALGOBENCH_CLUSTER).")] = "dev",
     slurm: Annotated[list[str] | None, typer.Option(help="Override a profile field, e.g. --slurm partition=gpu "
                                                     "--slurm time_limit_min=240.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--executor slurm: block until the job ends "

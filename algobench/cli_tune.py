@@ -82,7 +82,7 @@ def tune(
              "(the jobs' code path, in this process).")] = "local",
     cluster: Annotated[str, typer.Option(
         envvar="ALGOBENCH_CLUSTER",
-        help="SLURM cluster profile: slurm/profiles/NAME.yaml or a YAML file [env ALGOBENCH_CLUSTER].")] = "dev",
+        help="SLURM cluster profile: slurm/profiles/NAME.yaml or a YAML file.")] = "dev",
     slurm: Annotated[list[str] | None, typer.Option(
         help="Override a profile field, e.g. --slurm partition=gpu.")] = None,
 ) -> None:
