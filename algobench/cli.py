@@ -94,7 +94,7 @@ def run(
     executor: Annotated[str, typer.Option(help="local (here), slurm (a SLURM job, see --cluster) or debug "
                                           "(the job's code path, in this process).")] = "local",
     cluster: Annotated[str, typer.Option(envvar="ALGOBENCH_CLUSTER", help="SLURM cluster profile: "
-                                         "slurm/profiles/NAME.yaml or a YAML file (env ALGOBENCH_CLUSTER).")] = "dev",
+                                         "slurm/profiles/NAME.yaml or a YAML file.")] = "dev",
     slurm: Annotated[list[str] | None, typer.Option(help="Override a profile field, e.g. --slurm partition=gpu "
                                                     "--slurm time_limit_min=240.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--executor slurm: block until the job ends "
