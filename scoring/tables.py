@@ -176,7 +176,7 @@ def leaderboard_table(scored: Scored) -> Table:
     if card.speedups is not None:
         table.add_column(f"speedup vs {card.baseline}", justify="right")
     for workload in card.times.columns:
-        table.add_column(f"{workload}\ntime · ratio to best", justify="right")
+        table.add_column(f"{workload}\n{'time' if card.unit == 's' else 'steps'} · ratio to best", justify="right")
     for row in card.scores.itertuples(index=False):
         cells = [str(row.rank), escape(row.submission),
                  f"{row.score:.3f}\n{escape(fmt_interval(row.score_low, row.score_high))}"]
