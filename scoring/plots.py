@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -52,7 +53,8 @@ def profile_figure(scored: Scored) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("τ (time to target / best time to target)")
     ax.set_ylabel("fraction of workloads within τ of the best")
-    ax.set_title(f"Performance profiles over {card.times.shape[1]} workloads\n"
+    n_workloads = card.times.shape[1]
+    ax.set_title(f"Performance profiles over {n_workloads} workload{'s' if n_workloads != 1 else ''}\n"
                  f"{uncertainty_line(scored)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(title="score [interval]", fontsize=8, loc="lower right")
@@ -101,8 +103,8 @@ def curves_figure(scored: Scored, evals: pd.DataFrame) -> Figure:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Validation curves · markers: median time to target, {uncertainty_line(scored)}",
-                 fontsize=10)
+    caption = f"Validation curves · markers: median time to target, {uncertainty_line(scored)}"
+    fig.suptitle("\n".join(textwrap.wrap(caption, width=int(12 * 5.5 * ncols))), fontsize=10)
     return fig
 
 
