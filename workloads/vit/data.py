@@ -12,6 +12,7 @@ on the device, inside the forward pass.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,9 +102,12 @@ class TrainSteps(torch.utils.data.Sampler):
 
 
 def _loader(dataset: ShardSamples, batch_sampler, *, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    # Forking a process that runs JAX (a JAX trial takes its batches from here) can deadlock:
+    # its workers then start from a fork server instead.
+    context = "forkserver" if workers and "jax" in sys.modules else None
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None)
+        persistent_workers=False, prefetch_factor=4 if workers else None, multiprocessing_context=context)
 
 
 def shard_train_batches(folder: Path, *, image_size: int, workers: int, device: torch.device, seed: int,
