@@ -37,7 +37,13 @@ from algobench import checkpoint as ckpt
 from algobench.distributed import Dist
 from algobench.errors import UserError
 from algobench.specs import Preset, RunOptions, TrialConfig, apply_overrides
-from algobench.workload import ParamKind, TorchBackend, TorchWorkload, WorkloadSpec
+from algobench.workload import (
+    ParamKind,
+    PresetAttributes,
+    TorchBackend,
+    TorchWorkload,
+    WorkloadSpec,
+)
 
 Params = dict[str, jax.Array]
 Batch = dict[str, jax.Array]
@@ -100,7 +106,7 @@ class JaxBackend:
 # --- the workload base ---------------------------------------------------------------------------
 
 @dataclass
-class JaxWorkload:
+class JaxWorkload(PresetAttributes):
     """Base for a workload built for JAX. Subclasses define `init_params`, `model_fn` and, when
     they report more than the loss, `eval_sums`. `data` is the torch workload on the CPU: its
     data pipeline and its parameter kinds are shared, not rewritten."""
@@ -188,26 +194,6 @@ class JaxWorkload:
         """True for the parameters weight decay applies to (weights and embeddings)."""
         return {name: kind in DECAYED for name, kind in self.param_types.items()}
 
-    # --- AlgoPerf-style read-only attributes ----------------------------------------------
-    @property
-    def step_hint(self) -> int:
-        return self.preset.step_hint
-
-    @property
-    def target_metric_name(self) -> str:
-        return self.preset.target.metric
-
-    @property
-    def max_allowed_runtime_sec(self) -> float:
-        return self.preset.budget_s
-
-    @property
-    def eval_period_time_sec(self) -> float:
-        return self.preset.eval_period_s
-
-    @property
-    def model_params_types(self) -> dict[str, ParamKind]:
-        return self.param_types
 
 
 def torch_data(build_torch: Callable[..., TorchWorkload], *, preset: Preset, size: str,

@@ -100,8 +100,35 @@ class TorchBackend:
         }
 
 
+class PresetAttributes:
+    """AlgoPerf's read-only workload attributes, read from the preset (for either framework)."""
+
+    preset: Preset
+    param_types: dict[str, ParamKind]
+
+    @property
+    def step_hint(self) -> int:
+        return self.preset.step_hint
+
+    @property
+    def target_metric_name(self) -> str:
+        return self.preset.target.metric
+
+    @property
+    def max_allowed_runtime_sec(self) -> float:
+        return self.preset.budget_s
+
+    @property
+    def eval_period_time_sec(self) -> float:
+        return self.preset.eval_period_s
+
+    @property
+    def model_params_types(self) -> dict[str, ParamKind]:
+        return self.param_types
+
+
 @dataclass
-class TorchWorkload:
+class TorchWorkload(PresetAttributes):
     """Base for a workload built for torch. Subclasses define the model, data, loss and eval."""
 
     name: str
@@ -179,26 +206,6 @@ class TorchWorkload:
         model.train(was_training)
         return {"loss": (total / count).item()}
 
-    # --- AlgoPerf-style read-only attributes ----------------------------------------------
-    @property
-    def step_hint(self) -> int:
-        return self.preset.step_hint
-
-    @property
-    def target_metric_name(self) -> str:
-        return self.preset.target.metric
-
-    @property
-    def max_allowed_runtime_sec(self) -> float:
-        return self.preset.budget_s
-
-    @property
-    def eval_period_time_sec(self) -> float:
-        return self.preset.eval_period_s
-
-    @property
-    def model_params_types(self) -> dict[str, ParamKind]:
-        return self.param_types
 
 
 def param_groups(model: nn.Module, workload: TorchWorkload, *, weight_decay: float,
