@@ -20,6 +20,7 @@ import torch
 
 from algobench.schedules import warmup_cosine
 from algobench.workload import param_groups
+from submissions._foreach import closure_loss, group_tensors
 
 PAPER = ("AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients "
          "(Zhuang et al., NeurIPS 2020)")
@@ -54,24 +55,14 @@ class AdaBelief(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, (m, s) = group_tensors(self, group, ("exp_avg", "exp_avg_var"))
             if not params:
                 continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p)
-                    self.state[p]["exp_avg_var"] = torch.zeros_like(p)
             group["step"] = t = group.get("step", 0) + 1
             beta1, beta2 = group["betas"]
             lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-            grads = [p.grad for p in params]
-            m = [self.state[p]["exp_avg"] for p in params]
-            s = [self.state[p]["exp_avg_var"] for p in params]
 
             if wd:
                 torch._foreach_mul_(params, 1 - lr * wd)

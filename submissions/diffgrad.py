@@ -18,6 +18,7 @@ import torch
 
 from algobench.schedules import warmup_cosine
 from algobench.workload import param_groups
+from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "diffGrad: An Optimization Method for Convolutional Neural Networks (Dubey et al., IEEE TNNLS 2019)"
 
@@ -48,23 +49,14 @@ class DiffGrad(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, (m, v, prev) = group_tensors(self, group, ("exp_avg", "exp_avg_sq", "previous_grad"))
             if not params:
                 continue
-            for p in params:
-                if not self.state[p]:
-                    for key in ("exp_avg", "exp_avg_sq", "previous_grad"):
-                        self.state[p][key] = torch.zeros_like(p)
             group["step"] = t = group.get("step", 0) + 1
             beta1, beta2 = group["betas"]
             lr, wd = group["lr"], group["weight_decay"]
-            m, v, prev = ([self.state[p][key] for p in params] for key in ("exp_avg", "exp_avg_sq", "previous_grad"))
-            grads = [p.grad for p in params]
             if wd:
                 grads = torch._foreach_add(grads, params, alpha=wd)
 

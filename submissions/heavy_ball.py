@@ -16,30 +16,17 @@ and norms (AlgoPerf decays every parameter).
 
 import torch
 
-from algobench.schedules import warmup_linear
 from algobench.workload import param_groups
+from submissions.sgd_nesterov import (  # AlgoPerf's, shared by both baselines
+    HPARAMS,
+    SEARCH_SPACE,
+    lr_schedule,
+)
+
+__all__ = ["HPARAMS", "PAPER", "SEARCH_SPACE", "lr_schedule", "make_optimizer"]
 
 PAPER = ("Some methods of speeding up the convergence of iteration methods (Polyak, 1964); "
          "AlgoPerf baseline (Dahl et al., 2023)")
-
-HPARAMS = {
-    "learning_rate": 0.25,
-    "one_minus_beta1": 0.1,
-    "weight_decay": 1e-5,
-    "warmup_factor": 0.05,
-    "decay_steps_factor": 0.9,
-    "end_factor": 0.01,
-    "grad_clip": 1.0,
-}
-
-SEARCH_SPACE = {  # AlgoPerf's momentum / nesterov search space
-    "learning_rate": {"min": 2e-2, "max": 5.0, "scaling": "log"},
-    "one_minus_beta1": {"min": 5e-3, "max": 0.3, "scaling": "log"},
-    "weight_decay": {"min": 1e-7, "max": 5e-5, "scaling": "log"},
-    "warmup_factor": {"feasible_points": [0.05]},
-    "decay_steps_factor": {"feasible_points": [0.9]},
-    "end_factor": {"feasible_points": [1e-3, 1e-2]},
-}
 
 
 def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
@@ -47,9 +34,3 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=hparams.learning_rate, momentum=1.0 - hparams.one_minus_beta1,
                            nesterov=False, foreach=True)
 
-
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_factor * step_hint), 1)
-    return warmup_linear(step, peak_lr=hparams.learning_rate, warmup_steps=warmup,
-                         decay_steps=int(hparams.decay_steps_factor * (step_hint - warmup)),
-                         final_lr_frac=hparams.end_factor)

@@ -12,6 +12,7 @@ import torch
 
 from algobench.schedules import warmup_cosine
 from algobench.workload import param_groups
+from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "Symbolic Discovery of Optimization Algorithms (Chen et al., NeurIPS 2023)"
 
@@ -42,21 +43,13 @@ class Lion(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, (m,) = group_tensors(self, group, ("exp_avg",))
             if not params:
                 continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p)
             beta1, beta2 = group["betas"]
             lr, wd = group["lr"], group["weight_decay"]
-            grads = [p.grad for p in params]
-            m = [self.state[p]["exp_avg"] for p in params]
 
             if wd:
                 torch._foreach_mul_(params, 1 - lr * wd)

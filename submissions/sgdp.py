@@ -15,6 +15,7 @@ import torch
 
 from algobench.schedules import warmup_cosine
 from algobench.workload import param_groups
+from submissions._foreach import closure_loss, group_tensors
 from submissions.adamp import radial_projection
 
 PAPER = ("AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights "
@@ -54,20 +55,12 @@ class SGDP(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, (bufs,) = group_tensors(self, group, ("momentum",))
             if not params:
                 continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["momentum"] = torch.zeros_like(p)
             mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
-            grads = [p.grad for p in params]
-            bufs = [self.state[p]["momentum"] for p in params]
 
             torch._foreach_mul_(bufs, mu)
             torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
