@@ -26,6 +26,18 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Smoke curves calibrated with one thread: with it a CPU run repeats them to the bit (two
+    threads round differently in the last digits)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def results_dir(tmp_path) -> Path:
     return tmp_path / "results"
 

@@ -24,6 +24,13 @@ def run(cfg: TrialConfig) -> tuple[list[Evaluated], Ended]:
     return [e for e in events if isinstance(e, Evaluated)], events[-1]
 
 
+def run_few_steps(workload: str, data_dir: Path, *, steps: int) -> tuple[list[Evaluated], Ended]:
+    """A smoke trial of `workload` with AdamW for `steps` steps, evaluated at the last one."""
+    return run(TrialConfig(workload=workload, size="smoke", submission="adamw", seed=0, data_dir=data_dir,
+                           options=RunOptions(device="cpu", max_steps=steps, eval_period_steps=steps,
+                                              budget_s=100_000)))
+
+
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The installed `algobench` entry point, as a user runs it."""
     return subprocess.run([sys.executable, "-c", "from algobench.cli import main; main()", *args],

@@ -266,12 +266,9 @@ def test_the_registry_holds_every_variant():
 
 @pytest.mark.parametrize("name", BERT_NAMES)
 def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
-    from algobench.specs import RunOptions, TrialConfig
-    from tests.helpers import run
+    from tests.helpers import run_few_steps
 
-    cfg = TrialConfig(workload=name, size="smoke", submission="adamw", seed=0, data_dir=data_dir,
-                      options=RunOptions(device="cpu", max_steps=4, eval_period_steps=4, budget_s=100_000))
-    evals, end = run(cfg)
+    evals, end = run_few_steps(name, data_dir, steps=4)
     assert end.status == "not_reached" and end.reason == "max steps", end.traceback
     metrics = evals[-1].metrics
     assert evals[-1].step == 4 and 0.0 <= metrics["val_accuracy"] <= 1.0 and math.isfinite(metrics["val_loss"])
@@ -279,15 +276,6 @@ def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
 
 
 # --- calibration: a baseline reaches the smoke target ----------------------------------------
-
-@pytest.fixture
-def one_thread():
-    """The smoke curves were measured with one thread: with it a CPU run repeats them to the bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.slow
 def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
