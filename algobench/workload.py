@@ -53,6 +53,7 @@ class WorkloadSpec:
     build_torch: Callable[..., TorchWorkload]  # (preset=, size=, data_dir=, backend=)
     algoperf_name: str | None = None  # the AlgoPerf workload it stands for, if any
     build_jax: Callable[..., Any] | None = None  # the same, returning a jax_backend.JaxWorkload
+    cost: Callable[[Preset], Any] | None = None  # (preset) -> algobench.flops.ModelCost: params and FLOPs
 
     @property
     def frameworks(self) -> tuple[str, ...]:
