@@ -14,7 +14,7 @@ import io
 import random
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +24,20 @@ from torch import nn
 
 from algobench import distributed
 from algobench.distributed import Dist
+from algobench.files import atomic_write
+from algobench.layout import CHECKPOINT
 from algobench.specs import TrialConfig
 
 FORMAT = 1
-FILENAME = "checkpoint.pt"
 
 
 class CheckpointError(Exception):
     """The trial state cannot be written (an optimizer state this module cannot serialize)."""
 
 
-@dataclass
-class Progress:
-    """The training loop's own state, besides the model and the optimizer."""
-
-    step: int = 0
-    batches_drawn: int = 0  # data position: batches taken from the train iterator
-    submission_time_s: float = 0.0
-    eval_time_s: float = 0.0
-    wall_time_s: float = 0.0  # running time only: queueing and restarts are not counted
-    next_eval_s: float = 0.0
-    requeues: int = 0  # times the trial was suspended and resumed
-    eval_results: list = field(default_factory=list)  # AlgoPerf's [(step, {"validation/loss": ...})]
-    last_metrics: dict = field(default_factory=dict)
-    evals: list = field(default_factory=list)  # Evaluated rows, as in evals.parquet
-    train: list = field(default_factory=list)  # TrainLog rows, as in train.parquet
-
-
 @dataclass(frozen=True)
 class Checkpoint:
-    progress: Progress
+    progress: dict[str, Any]  # the runner's loop state, as `dataclasses.asdict` gave it
     model: dict[str, torch.Tensor]
     optimizer_state: Any
     model_state: Any
@@ -61,7 +45,7 @@ class Checkpoint:
 
 
 def path_in(trial_dir: Path) -> Path:
-    return Path(trial_dir) / FILENAME
+    return Path(trial_dir) / CHECKPOINT
 
 
 def identity(config: TrialConfig, submission_sha256: str) -> str:
@@ -72,21 +56,19 @@ def identity(config: TrialConfig, submission_sha256: str) -> str:
 
 # --- writing and reading ---------------------------------------------------------------------------
 
-def save(path: Path, *, identity: str, progress: Progress, model: nn.Module | dict[str, torch.Tensor],
+def save(path: Path, *, identity: str, progress: dict[str, Any], model: nn.Module | dict[str, torch.Tensor],
          optimizer_state: Any, model_state: Any) -> None:
     """Write the checkpoint atomically: a kill at any moment leaves the old file or the new one.
     `model` is a module or, for a JAX trial, its weights as a state dict."""
     payload = {
         "format": FORMAT,
         "identity": identity,
-        "progress": asdict(progress),
+        "progress": dict(progress),
         "model": unwrap(model).state_dict() if isinstance(model, nn.Module) else dict(model),
         "optimizer_state": to_saveable(optimizer_state, "optimizer_state"),
         "model_state": to_saveable(model_state, "model_state"),
         "rng": rng_states(),
     }
-    from algobench.results import atomic_write  # (results imports the runner, which imports this)
-
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write(Path(path), buf.getvalue())
@@ -100,28 +82,24 @@ def load(path: Path, *, identity: str) -> Checkpoint | str:
             return f"not an algobench checkpoint of format {FORMAT}"
         if raw["identity"] != identity:
             return "it was written by a trial with another config or submission file"
-        return Checkpoint(progress=Progress(**raw["progress"]), model=raw["model"],
+        return Checkpoint(progress=dict(raw["progress"]), model=raw["model"],
                           optimizer_state=raw["optimizer_state"], model_state=raw["model_state"],
                           rng=raw["rng"])
     except Exception as err:  # truncated, garbled, foreign: all mean "start over"
         return f"unreadable ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
 
 
-def find(path: Path | None, *, identity: str, dist: Dist,
-         fresh: Progress) -> tuple[Checkpoint | None, Progress, str | None]:
-    """The checkpoint to resume from (None: start afresh), the progress to start from, and why a
-    checkpoint found was not used. An unusable one is set aside; every rank must be able to read it."""
+def find(path: Path | None, *, identity: str, dist: Dist) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint to resume from (None: start afresh) and why a checkpoint found was not used.
+    An unusable one is set aside; every rank must be able to read it."""
     found = load(path, identity=identity) if path is not None and path.exists() else None
     if not distributed.all_true(dist, isinstance(found, Checkpoint)):  # (a collective: every rank calls it)
         if found is None:
-            return None, fresh, None
+            return None, None
         if dist.is_main:
             set_aside(path)
-        return None, fresh, found if isinstance(found, str) else "another rank could not read it"
-    progress = found.progress
-    progress.requeues += 1
-    progress.eval_results = [tuple(r) for r in progress.eval_results]
-    return found, progress, None
+        return None, found if isinstance(found, str) else "another rank could not read it"
+    return found, None
 
 
 def set_aside(path: Path) -> Path:

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from algobench.runner import Ended, Evaluated, Event, Started, TrainLog
+from algobench.events import Ended, Evaluated, Event, Started, TrainLog
 
 STYLE = {"reached": "green", "not_reached": "yellow", "failed": "red"}
 
@@ -58,7 +58,7 @@ class TrialDisplay:
         if self.progress is not None:
             self.progress.update(self.task, completed=elapsed, step=step, last_eval=self.last_eval, **fields)
 
-    def close(self) -> None:
+    def close(self, exit_code: int = 0) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -75,11 +75,25 @@ def outcome_panel(summary: dict, trial_dir: Path) -> Panel:
     table.add_row("results", str(trial_dir))
     if status == "reached":
         ttt = f"{summary['time_to_target_s']:.2f} s ({summary['steps_to_target']} steps)"
+        if summary.get("refined_time_to_target_s") is not None:
+            table.add_row("refined crossing", f"{summary['refined_time_to_target_s']:.2f} s "
+                                              f"({summary['refined_steps_to_target']} steps)")
     else:
         ttt = "inf (target not reached)"
     table.add_row("time-to-target", f"[bold]{ttt}[/]")
     parts = [table]
     if summary.get("traceback"):
         parts.append(f"[dim]{summary['traceback'].rstrip()}[/]")
+    contention = summary.get("contention") or {}
+    if contention.get("contended"):
+        parts.append(contention_warning(contention))
     return Panel(Group(*parts), title=f"{summary['workload']} / {summary['submission']}",
                  border_style=STYLE[status], expand=False)
+
+
+def contention_warning(contention: dict) -> str:
+    """One line: the machine was busy with other work, so this trial's times are not comparable."""
+    why = (f"{contention['other_gpu_processes']} other process(es) used the GPU" if contention.get("other_gpu_processes")
+           else f"the run queue averaged {contention.get('run_queue_mean')} threads on {contention['cpu_count']} cores")
+    return (f"[yellow]warning: the machine was contended during this trial ({why}); its times are not "
+            f"comparable and scoring will not rank it without --allow-contended[/]")

@@ -6,6 +6,11 @@ import difflib
 from collections.abc import Iterable
 
 
+class TrainingComplete(Exception):
+    """Raised by a submission's update_params to end training after this step (AlgoPerf's
+    TrainingCompleteError)."""
+
+
 class UserError(Exception):
     """Bad input from the user. The CLI prints the message alone and exits with code 2."""
 

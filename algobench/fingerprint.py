@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -75,6 +74,3 @@ def git_commit(path: Path) -> str | None:
                            capture_output=True, text=True, timeout=10).stdout.strip()
     return res.stdout.strip() + ("-dirty" if dirty else "")
 
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

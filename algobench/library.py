@@ -10,7 +10,7 @@ moments), SGD with momentum: 4, 8-bit AdamW: about 2.
 
 from __future__ import annotations
 
-import inspect
+import json
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from algobench import submission as submission_lib
-from algobench.workload import WORKLOADS, Batch, TorchBackend, TorchWorkload
+from algobench.errors import UserError
+from algobench.files import write_json
+from algobench.forms.base import contract_kwargs, takes_train_state
+from algobench.forms.simple import simple_step
+from algobench.frameworks.torch import Batch, TorchBackend, TorchFramework, TorchWorkload
+from algobench.specs import RunOptions, TrialConfig
+from algobench.workload import ensure_trial_data
+from workloads import WORKLOADS
 
 MEASURE_WORKLOAD, MEASURE_SIZE = "gpt2", "smoke"
 MEASURE_VERSION = 1  # bump when the measurement changes: cached values are keyed on it
@@ -29,11 +36,9 @@ _SKIP_ATTRS = ("param_groups", "defaults", "state")
 
 def smoke_workload() -> TorchWorkload:
     """The GPT-2 smoke workload on CPU in fp32; building it reads no data."""
-    import workloads  # noqa: F401  (registers the workloads)
-
     spec = WORKLOADS.get(MEASURE_WORKLOAD)
-    return spec.build_torch(preset=spec.presets[MEASURE_SIZE], size=MEASURE_SIZE, data_dir=Path("data"),
-                            backend=TorchBackend.choose("cpu", "fp32", "off"))
+    config = TrialConfig(workload=MEASURE_WORKLOAD, size=MEASURE_SIZE, submission="-")
+    return TorchFramework(TorchBackend.choose("cpu", "fp32", "off")).prepare(config, spec, spec.preset(MEASURE_SIZE))
 
 
 def random_batch(workload: TorchWorkload, *, seed: int = 0) -> Batch:
@@ -94,12 +99,12 @@ def state_bytes_per_param(sub: submission_lib.Submission, *, seed: int = 0) -> f
     rng = np.array([seed, 0], dtype=np.int32)
     state = sub.init_optimizer_state(workload=workload, model_params=model, model_state=None,
                                      hyperparameters=hparams, rng=rng)
-    kwargs = dict(workload=workload, current_param_container=model, current_params_types=workload.param_types,
-                  model_state=None, hyperparameters=hparams, batch=random_batch(workload, seed=seed),
-                  loss_type="cross_entropy", optimizer_state=state, eval_results=[], global_step=0, rng=rng)
-    if "train_state" in inspect.signature(sub.update_params).parameters:
+    kwargs = contract_kwargs(workload=workload, params=model, model_state=None, hyperparameters=hparams,
+                             loss_type=workload.loss_type, optimizer_state=state, eval_results=[], global_step=0,
+                             rng=rng)
+    if takes_train_state(sub.update_params):
         kwargs["train_state"] = {"accumulated_submission_time": 0.0, "global_step": 0, "last_eval_time": 0}
-    out = sub.update_params(**kwargs)
+    out = sub.update_params(batch=random_batch(workload, seed=seed), **kwargs)
     state, model = out[0], out[1]
     n_params = sum(p.numel() for p in model.parameters())
     return state_bytes(state, model) / n_params
@@ -108,10 +113,6 @@ def state_bytes_per_param(sub: submission_lib.Submission, *, seed: int = 0) -> f
 def cached_state_bytes_per_param(sub: submission_lib.Submission, *, cache: Path | None = None) -> float:
     """`state_bytes_per_param`, remembered in `cache` (default ~/.cache/algobench/state_bytes.json)
     per submission file content and torch version, so `list submissions` measures each once."""
-    import json
-
-    from algobench.results import write_json
-
     cache = cache or Path.home() / ".cache" / "algobench" / "state_bytes.json"
     key = f"{sub.name}:{sub.sha256}:{torch.__version__}:v{MEASURE_VERSION}"
     try:
@@ -136,11 +137,7 @@ def record_grad_norms(submission: str, *, steps: int, seed: int = 0, workload: s
     before clipping, in the format the refined schedule reads (algobench.schedules): a DataFrame
     with step, grad_norm (l2 of the whole gradient), grad_norm_l1 and train_loss. The norms stay
     on the device until the end: one host sync per run, not per step."""
-    import pandas as pd
-
-    from algobench.errors import UserError
-    from algobench.runner import prepare_workload
-    from algobench.specs import RunOptions, TrialConfig
+    import pandas as pd  # (pandas: only for this recording, not for `list submissions`)
 
     sub = submission_lib.load(submission)
     if sub.form != "simple":
@@ -150,26 +147,22 @@ def record_grad_norms(submission: str, *, steps: int, seed: int = 0, workload: s
         raise UserError(f"record at least 2 steps, got {steps}")
     config = TrialConfig(workload=workload, size=size, submission=submission, seed=seed, data_dir=data_dir,
                          options=RunOptions(device=device))
-    wl = prepare_workload(config, TorchBackend.choose(device))
+    spec = WORKLOADS.get(workload)
+    ensure_trial_data(spec, config)
+    wl = TorchFramework(TorchBackend.choose(device)).prepare(config, spec, spec.preset(size))
     hparams = submission_lib.make_hparams(sub.defaults)
     model = wl.init_model(seed)
     optimizer = sub.module.make_optimizer(model=model, hparams=hparams, workload=wl)
     batches = wl.train_batches(seed=seed, batch_size=wl.preset.batch_size)
     l2, l1, losses = [], [], []
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = sub.module.lr_schedule(step=step, step_hint=wl.step_hint, hparams=hparams) * \
-                group.get("lr_scale", 1.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss = wl.loss(model, next(batches))
-        loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
+
+    def norms(grads: list[torch.Tensor]) -> None:
         l2.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         l1.append(torch.stack(torch._foreach_norm(grads, 1)).sum())
-        losses.append(loss.detach())
-        if getattr(hparams, "grad_clip", None):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hparams.grad_clip)
-        optimizer.step()
+
+    for step in range(steps):
+        losses.append(simple_step(sub.module, optimizer, workload=wl, model=model, batch=next(batches),
+                                  hparams=hparams, step=step, on_grads=norms))
     return pd.DataFrame({"step": np.arange(steps), "grad_norm": torch.stack(l2).cpu().double().numpy(),
                          "grad_norm_l1": torch.stack(l1).cpu().double().numpy(),
                          "train_loss": torch.stack(losses).cpu().double().numpy()})

@@ -23,15 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from algobench import submission as submission_lib
+from algobench import layout
 from algobench.errors import UserError
+from algobench.events import Ended, Evaluated, Event, Started, TrainLog
+from algobench.layout import METADATA, SUMMARY
 from algobench.specs import TrialConfig
+from algobench.workload import ensure_data
+from workloads import WORKLOADS
 
-if TYPE_CHECKING:  # torch comes with the runner: imported when a trial runs, so `runs` starts fast
-    from algobench.runner import Event
-    from algobench.tracking import WandbSettings
+if TYPE_CHECKING:
+    from algobench.tracking import WandbSettings  # (a worker enters the W&B module only to log to it)
 
 WORKER_LOG = "worker.log"  # a worker process's stdout and stderr, in its trial folder
-SUMMARY = "summary.json"
 UpdateKind = Literal["started", "train", "eval", "ended", "crashed", "notice"]
 
 
@@ -60,8 +64,6 @@ class UpdateStream:
         self.name, self.emit, self.metric = name, emit, ""
 
     def __call__(self, event: Event) -> None:
-        from algobench.runner import Ended, Evaluated, Started, TrainLog
-
         if isinstance(event, Started):
             self.metric = event.preset.target.metric
             self.emit(TrialUpdate(self.name, "started", step=0, time_s=0.0, budget_s=event.preset.budget_s))
@@ -79,12 +81,7 @@ class UpdateStream:
 
 def trial_dir(config: TrialConfig) -> Path:
     """Where `config`'s trial lands: results/<workload>/<size>/<submission>/study<k>-trial<i>."""
-    from algobench import submission as submission_lib
-    from algobench.results import trial_dir_for
-
-    name = submission_lib.resolve(config.submission)[0]
-    return trial_dir_for(config.results_dir, config.workload, config.size, name, config.seed,
-                         config.study, config.trial, framework=config.framework)
+    return layout.trial_dir(config, submission_lib.resolve(config.submission)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +114,7 @@ def plan_study(configs: Sequence[TrialConfig]) -> Plan:
 def _check_same(config: TrialConfig, folder: Path) -> None:
     """The finished trial in `folder` ran `config` (paths aside): else resuming would mix studies."""
     try:
-        recorded = json.loads((folder / "metadata.json").read_text())["config"]
+        recorded = json.loads((folder / METADATA).read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # nothing to compare against: the summary alone says "finished"
     planned = config.model_dump(mode="json")
@@ -141,19 +138,8 @@ def _first_difference(a: object, b: object, path: str = "") -> str | None:
 
 def prepare_data(configs: Sequence[TrialConfig]) -> None:
     """Prepare each workload's data once, before parallel workers would race to do it."""
-    import workloads  # noqa: F401  (registers the workloads)
-    from algobench.workload import WORKLOADS
-
     for workload, size, data_dir in sorted({(c.workload, c.size, c.data_dir) for c in configs}):
-        spec = WORKLOADS.get(workload)
-        if size not in spec.presets:
-            raise UserError(f"workload {spec.name} has no size '{size}'; sizes: {', '.join(spec.presets)}")
-        if spec.data.is_ready(size, data_dir):
-            continue
-        if size not in spec.data.auto_prepare_sizes:
-            raise UserError(f"data for {spec.name} ({size}) is not prepared in {data_dir}; run: "
-                            f"algobench data prepare {spec.name} --size {size} --data-dir {data_dir}")
-        spec.data.prepare(size, data_dir)
+        ensure_data(WORKLOADS.get(workload), size, data_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,15 +148,19 @@ def prepare_data(configs: Sequence[TrialConfig]) -> None:
 
 def run_one(config: TrialConfig, *, tracking: WandbSettings | None, on_update: OnUpdate) -> dict:
     """Run one trial of a study where it belongs, reporting updates; returns its summary."""
-    from algobench.tracking import tracked_execute
+    from algobench.trial import execute  # (torch: imported when a trial runs, so `runs` starts fast)
 
     folder = trial_dir(config)
 
     def notify(message: str) -> None:
         on_update(TrialUpdate(folder.name, "notice", detail=message))
 
-    summary, _ = tracked_execute(config, tracking, on_event=UpdateStream(folder.name, on_update),
-                                 notify=notify, trial_dir=folder, announce_offline=False)
+    consumers: list = [UpdateStream(folder.name, on_update)]
+    if tracking is not None:
+        from algobench.tracking import WandbTracker  # (only a --wandb study enters the W&B module)
+
+        consumers.append(WandbTracker(tracking, notify=notify, announce_offline=False))
+    summary, _ = execute(config, consumers, trial_dir=folder)
     return summary
 
 
@@ -301,7 +291,7 @@ def _stop(procs: Sequence[subprocess.Popen], grace_s: float = 10.0) -> None:
 
 def worker_main() -> None:
     """A worker process: the config on stdin, TrialUpdates as JSON lines on stdout."""
-    from algobench.tracking import WandbSettings
+    from algobench.tracking import WandbSettings  # (a worker enters the W&B module only to log to it)
 
     payload = json.loads(sys.stdin.read())
     config = TrialConfig.model_validate(payload["config"])
@@ -346,11 +336,8 @@ def run_study(plan: Plan, *, executor: Executor, tracking: WandbSettings | None 
     rows = []
     for config in plan.configs:
         folder = trial_dir(config)
-        try:
-            summary = json.loads((folder / SUMMARY).read_text())
-        except (OSError, ValueError):
-            summary = None
-        rows.append((config, folder, summary))
+        summary = layout.read_summary(folder) if (folder / SUMMARY).is_file() else None
+        rows.append((config, folder, summary.model_dump(mode="json") if isinstance(summary, layout.Summary) else None))
     return StudyOutcome(tuple(rows))
 
 
@@ -374,19 +361,24 @@ def find_runs(roots: Sequence[Path]) -> list[dict]:
             folder = Path(dirpath)
             if SUMMARY in files:
                 rows.append(_run_row(folder, SUMMARY))
-            elif "metadata.json" in files:
-                rows.append(_run_row(folder, "metadata.json"))
+            elif METADATA in files:
+                rows.append(_run_row(folder, METADATA))
     return sorted(rows, key=lambda r: (r["workload"], r["size"], r["submission"], r["study"] is None,
                                        r["study"] or 0, r["trial"] or 0, r["path"]))
 
 
 def _run_row(folder: Path, name: str) -> dict:
-    try:
-        data = json.loads((folder / name).read_text())
-        source = data if name == SUMMARY else {**data["config"], "submission": data["submission"]["name"],
-                                               "hparams": data["hparams"], "status": "unfinished"}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        source = {"status": "unreadable", "reason": f"{name}: {err}"}
+    if name == SUMMARY:
+        summary = layout.read_summary(folder)
+        source = (summary.model_dump(mode="json") if isinstance(summary, layout.Summary)
+                  else {"status": "unreadable", "reason": f"{name}: {summary}"})
+    else:
+        try:
+            data = json.loads((folder / name).read_text())
+            source = {**data["config"], "submission": data["submission"]["name"], "hparams": data["hparams"],
+                      "status": "unfinished"}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            source = {"status": "unreadable", "reason": f"{name}: {err}"}
     parts = folder.parts
     fallback = dict(zip(("workload", "size", "submission"), parts[-4:-1])) if len(parts) >= 4 else {}
     return {

@@ -19,8 +19,8 @@ or by path (`--submission ./my_opt.py`). It comes in one of two forms:
    and `make_optax(*, learning_rate, hparams, workload) -> optax.GradientTransformation`. A
    module may hold both `make_optimizer` and `make_optax`: one submission, two frameworks.
 
-The runner only knows the full form; `_simple_form`, `algoperf.adapter.adapt` and
-`jax_backend.optax_form` turn the others into it.
+The runner only knows the full form; algobench/forms/ (simple, optax) and
+algobench/algoperf/adapter.py turn the others into it.
 """
 
 from __future__ import annotations
@@ -32,26 +32,22 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-import torch
 import yaml
 
 from algobench import algoperf
 from algobench.errors import UserError, closest, unknown
+from algobench.events import SubmissionInfo
+from algobench.forms import base
 
 FULL_REQUIRED = ("init_optimizer_state", "update_params")
 SIMPLE_REQUIRED = ("make_optimizer", "lr_schedule")
 OPTAX_REQUIRED = ("make_optax", "lr_schedule")
-
-
-class TrainingComplete(Exception):
-    """Raised by a submission's update_params to end training after this step (AlgoPerf's
-    TrainingCompleteError)."""
 
 
 def make_hparams(values: Mapping[str, Any]) -> tuple:
@@ -73,9 +69,13 @@ class Submission:
     update_params: Callable[..., Any]
     data_selection: Callable[..., Any]
     prepare_for_eval: Callable[..., Any] | None = None
-    get_batch_size: Callable[[str], int] | None = None
+    get_batch_size: Callable[[Any], int | None] | None = None  # (the workload) -> batch size, or None
     sha256: str = field(default="")
     frameworks: tuple[str, ...] = ("torch",)  # the frameworks this module has a form for
+
+    @property
+    def info(self) -> SubmissionInfo:
+        return SubmissionInfo(name=self.name, path=self.path, form=self.form, sha256=self.sha256)
 
     def hparams(self, overrides: Mapping[str, Any] | None = None, *, source: str = "--hparams") -> dict:
         """The defaults with `overrides` applied; unknown names fail with the nearest valid ones."""
@@ -94,9 +94,8 @@ class Submission:
 
 
 def submissions_dir() -> Path:
-    import submissions
-
-    return Path(submissions.__file__).parent
+    """The built-in submissions' folder (found without importing the package)."""
+    return Path(importlib.util.find_spec("submissions").origin).parent
 
 
 def builtin_names() -> list[str]:
@@ -124,6 +123,11 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
 
 def load(name_or_path: str, framework: str = "torch") -> Submission:
     """The submission's form for `framework` (torch: simple, full or algoperf; jax: optax)."""
+    # (torch comes with the forms: imported when a submission is loaded, so that finding one,
+    # listing results and `algobench runs` start without it)
+    from algobench.algoperf import adapter
+    from algobench.forms import simple
+
     name, path = resolve(name_or_path)
     source = path.read_text()
     if algoperf.mentions_algoperf(source):
@@ -137,11 +141,11 @@ def load(name_or_path: str, framework: str = "torch") -> Submission:
         raise UserError(f"submission {path} has no {framework} form ({_FORM_HINT[framework]}); "
                         f"it has: {', '.join(frameworks) or 'none'}")
     if framework == "jax":
-        try:
-            from algobench.jax_backend import optax_form
+        try:  # jax and optax are an optional extra: imported only for a JAX trial
+            from algobench.forms import optax
         except ImportError as err:
             raise UserError(f"--framework jax needs the jax extra ({err}): pip install -e '.[jax]'") from None
-        form, fns = "optax", optax_form(module)
+        form, fns = "optax", optax.full_form(module)
     elif set(FULL_REQUIRED) <= has:
         form = "algoperf" if algoperf.mentions_algoperf(source) or _positional(module.update_params) else "full"
     elif set(SIMPLE_REQUIRED) <= has:
@@ -152,9 +156,15 @@ def load(name_or_path: str, framework: str = "torch") -> Submission:
         raise UserError(
             f"submission {path} is missing {', '.join(missing)}: a submission defines either "
             f"{' and '.join(SIMPLE_REQUIRED)} (simple form) or {' and '.join(FULL_REQUIRED)} (full form)")
-    if form != "optax":
-        fns = {"full": _full_form, "simple": _simple_form, "algoperf": _algoperf_form}[form](module)
-    defaults = dict(getattr(module, "HPARAMS", {}) or {})
+    if form == "algoperf":
+        fns = adapter.adapt(module)
+        fns["data_selection"] = fns["data_selection"] or base.default_data_selection
+    elif form != "optax":
+        fns = {"full": base.full_form, "simple": simple.full_form}[form](module)
+    try:
+        defaults = base.hparams_mapping(getattr(module, "HPARAMS", None))
+    except TypeError as err:
+        raise UserError(f"submission {path}: {err}") from None
     return Submission(
         name=name, path=path, form=form, module=module, defaults=defaults,
         search_space=dict(getattr(module, "SEARCH_SPACE", {}) or {}),
@@ -230,65 +240,6 @@ def _import(name: str, path: Path) -> ModuleType:
     return module
 
 
-def default_data_selection(*, workload, input_queue: Iterator, optimizer_state, current_param_container,
-                           model_state, hyperparameters, global_step: int, rng) -> Any:
-    return next(input_queue)
-
-
 def _positional(fn: Callable) -> bool:
     """AlgoPerf's functions take positional-or-keyword arguments; native full-form ones are keyword-only."""
     return any(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in inspect.signature(fn).parameters.values())
-
-
-def _algoperf_form(module: ModuleType) -> dict[str, Any]:
-    from algobench.algoperf.adapter import adapt
-
-    fns = adapt(module)
-    fns["data_selection"] = fns["data_selection"] or default_data_selection
-    return fns
-
-
-def _full_form(module: ModuleType) -> dict[str, Any]:
-    return {
-        "init_optimizer_state": module.init_optimizer_state,
-        "update_params": module.update_params,
-        "data_selection": getattr(module, "data_selection", default_data_selection),
-        "prepare_for_eval": getattr(module, "prepare_for_eval", None),
-        "get_batch_size": getattr(module, "get_batch_size", None),
-    }
-
-
-def _simple_form(module: ModuleType) -> dict[str, Any]:
-    """The full form of a simple submission: zero_grad, loss, backward, (clip), schedule, step."""
-
-    def init_optimizer_state(*, workload, model_params, model_state, hyperparameters, rng):
-        optimizer = module.make_optimizer(model=model_params, hparams=hyperparameters, workload=workload)
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"make_optimizer returned {type(optimizer).__name__}, not a torch.optim.Optimizer")
-        return {"optimizer": optimizer}
-
-    def update_params(*, workload, current_param_container, current_params_types, model_state,
-                      hyperparameters, batch, loss_type, optimizer_state, eval_results, global_step,
-                      rng, train_state=None):
-        optimizer = optimizer_state["optimizer"]
-        lr = module.lr_schedule(step=global_step, step_hint=workload.step_hint, hparams=hyperparameters)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        model = current_param_container
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = workload.loss(model, batch)
-        loss.backward()
-        grad_clip = getattr(hyperparameters, "grad_clip", None)
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        return optimizer_state, model, model_state, loss.detach()
-
-    return {
-        "init_optimizer_state": init_optimizer_state,
-        "update_params": update_params,
-        "data_selection": default_data_selection,
-        "prepare_for_eval": None,
-        "get_batch_size": None,
-    }

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from algobench import fingerprint
 from algobench.errors import UserError
-from algobench.runner import Ended, Evaluated, Event, Started, TrainLog
+from algobench.events import Ended, Evaluated, Event, Started, TrainLog
 from algobench.specs import Frozen, TrialConfig
 
 DEFAULT_PROJECT = "algobench"
@@ -112,9 +112,10 @@ def _scrub(text: str) -> str:
 
 
 class WandbTracker:
-    """Consumes runner events and logs them to one W&B run, written under `trial_dir`."""
+    """Consumes a trial's events (algobench.trial.execute) and logs them to one W&B run, written
+    under the trial folder `open` is given."""
 
-    def __init__(self, settings: WandbSettings, *, trial_dir: Path, notify: Notify = _stderr,
+    def __init__(self, settings: WandbSettings, *, trial_dir: Path | None = None, notify: Notify = _stderr,
                  announce_offline: bool = True) -> None:
         self.settings = settings
         self.announce_offline = announce_offline  # say how to `wandb sync` the offline run
@@ -125,6 +126,9 @@ class WandbTracker:
         self._offline_dir: Path | None = None
         self.run_dir: Path | None = None  # the offline run folder, once the run has finished
         self.failed = False
+
+    def open(self, trial_dir: Path) -> None:
+        self.trial_dir = Path(trial_dir)
 
     def __call__(self, event: Event) -> None:
         if self.failed:
@@ -145,7 +149,9 @@ class WandbTracker:
                 "status": event.status, "reason": event.reason, "time_to_target_s": event.time_to_target_s,
                 "steps_to_target": event.steps_to_target, "steps": event.steps,
                 "submission_time_s": event.submission_time_s, "eval_time_s": event.eval_time_s,
-                "wall_time_s": event.wall_time_s, **{f"final/{k}": v for k, v in event.final_metrics.items()}})
+                "wall_time_s": event.wall_time_s, "refined_time_to_target_s": event.extra.get("refined_time_to_target_s"),
+                "contended": event.extra.get("contention", {}).get("contended"),
+                **{f"final/{k}": v for k, v in event.final_metrics.items()}})
             self.close(exit_code=1 if event.status == "failed" else 0)
 
     def _start(self, ev: Started) -> None:
@@ -190,38 +196,3 @@ class WandbTracker:
             message = " ".join(str(err).split())[:300]
             self.notify(_scrub(f"warning: W&B {what} failed ({type(err).__name__}: {message}); the trial "
                                f"goes on without W&B and its local results are complete"))
-
-
-def fanout(*consumers: Callable[[Event], None] | None) -> Callable[[Event], None]:
-    """One event consumer that feeds each of `consumers` (None entries are skipped)."""
-    active = [c for c in consumers if c is not None]
-
-    def feed(event: Event) -> None:
-        for consumer in active:
-            consumer(event)
-
-    return feed
-
-
-def tracked_execute(config: TrialConfig, settings: WandbSettings | None, *,
-                    on_event: Callable[[Event], None] | None = None, notify: Notify = _stderr,
-                    trial_dir: Path | None = None, announce_offline: bool = True) -> tuple[dict, Path]:
-    """`algobench.trial.execute`, logged to W&B when `settings` is given."""
-    from algobench import submission as submission_lib
-    from algobench.results import trial_dir_for
-    from algobench.trial import execute
-
-    if settings is None:
-        return execute(config, on_event=on_event, trial_dir=trial_dir)
-    name = submission_lib.resolve(config.submission)[0]
-    trial_dir = trial_dir or trial_dir_for(config.results_dir, config.workload, config.size, name,
-                                           config.seed, config.study, config.trial,
-                                           framework=config.framework)
-    tracker = WandbTracker(settings, trial_dir=trial_dir, notify=notify, announce_offline=announce_offline)
-    try:
-        return execute(config, on_event=fanout(on_event, tracker), trial_dir=trial_dir)
-    except KeyboardInterrupt:
-        tracker.close(exit_code=130)
-        raise
-    finally:
-        tracker.close(exit_code=1)  # only if execute raised before Ended (a harness error)

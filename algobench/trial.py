@@ -1,8 +1,16 @@
-"""One trial, end to end: load the submission, run, record. Local and SLURM runs call this."""
+"""One trial, end to end: load the submission, run it, hand every event to the consumers.
+
+`execute(config, consumers)` is what a local run, a tuning study and a SLURM job all call. The
+recorder (algobench/recorder.py) is always there; the others are optional: the terminal
+display (algobench/display.py), W&B (algobench/tracking.py, imported only by the callers that
+log to it) and a SLURM job's log (algobench/slurm/job.py). A consumer is any callable taking an
+event; one that also has `open(trial_dir)` and `close(exit_code)` is told where the trial lands
+before it starts and that it is over (exit code 0, 1 for a failure, 130 for Ctrl-C).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -10,9 +18,13 @@ import torch
 from algobench import checkpoint as ckpt
 from algobench import distributed
 from algobench import submission as submission_lib
-from algobench.results import TrialRecorder, trial_dir_for
-from algobench.runner import Event, Suspended, run_trial
+from algobench.events import Ended, Event, Suspended
+from algobench.layout import trial_dir
+from algobench.recorder import TrialRecorder
+from algobench.runner import run_trial
 from algobench.specs import TrialConfig
+
+Consumer = Callable[[Event], None]
 
 
 class TrialSuspended(Exception):
@@ -24,36 +36,48 @@ class TrialSuspended(Exception):
         self.event, self.trial_dir = event, trial_dir
 
 
-def execute(config: TrialConfig, *, on_event: Callable[[Event], None] | None = None,
-            trial_dir: Path | None = None, resumable: bool = False,
-            suspend: Callable[[], bool] | None = None) -> tuple[dict | None, Path]:
+def folder_for(config: TrialConfig) -> Path:
+    """Where `config`'s trial lands (algobench/layout.py), named after its submission."""
+    return trial_dir(config, submission_lib.resolve(config.submission)[0])
+
+
+def execute(config: TrialConfig, consumers: Sequence[Consumer] = (), *, trial_dir: Path | None = None,
+            resumable: bool = False, suspend: Callable[[], bool] | None = None) -> tuple[dict | None, Path]:
     """Run `config` to its end and return (summary, trial folder).
 
     `resumable`: continue from the checkpoint in the trial folder when there is one, and when
     `suspend()` turns true save one there and raise `TrialSuspended`. Under torchrun (or a SLURM
-    job of several tasks) every process calls this: rank 0 alone records results and sees
-    `on_event`; the others get None for the summary.
+    job of several tasks) every process calls this: rank 0 alone records results and feeds the
+    consumers; the others get None for the summary.
     A Ctrl-C or kill leaves the folder without summary.json: an unfinished trial."""
-    import workloads  # noqa: F401  (registers the workloads)
-
     dist = distributed.from_env()
     joined = dist.active and not torch.distributed.is_initialized()
     distributed.init(dist, config.options.device)
+    sub = submission_lib.load(config.submission, framework=config.framework)
+    folder = distributed.from_main(dist, trial_dir or folder_for(config))
+    recorder = TrialRecorder(folder) if dist.is_main else None
+    feed = [recorder, *consumers] if recorder is not None else []
+    for consumer in feed:
+        if hasattr(consumer, "open"):
+            consumer.open(folder)
+    exit_code = 1  # unless the trial ends: a harness error
     try:
-        sub = submission_lib.load(config.submission, framework=config.framework)
-        trial_dir = distributed.from_main(dist, trial_dir or trial_dir_for(
-            config.results_dir, config.workload, config.size, sub.name, config.seed, config.study, config.trial,
-            framework=config.framework))
-        recorder = TrialRecorder(trial_dir) if dist.is_main else None
-        checkpoint = ckpt.path_in(trial_dir) if resumable else None
+        checkpoint = ckpt.path_in(folder) if resumable else None
         for event in run_trial(config, sub, checkpoint=checkpoint, suspend=suspend, dist=dist):
             if isinstance(event, Suspended):
-                raise TrialSuspended(event, trial_dir)
-            if recorder is not None:
-                recorder(event)
-                if on_event is not None:
-                    on_event(event)
-        return (recorder.summary if recorder is not None else None), trial_dir
+                exit_code = 0
+                raise TrialSuspended(event, folder)
+            for consumer in feed:
+                consumer(event)
+            if isinstance(event, Ended):
+                exit_code = 1 if event.status == "failed" else 0
+        return (recorder.summary if recorder is not None else None), folder
+    except KeyboardInterrupt:
+        exit_code = 130
+        raise
     finally:
+        for consumer in feed:
+            if hasattr(consumer, "close"):
+                consumer.close(exit_code=exit_code)
         if joined:
             torch.distributed.destroy_process_group()

@@ -1,29 +1,25 @@
-"""The workload interface.
+"""What a workload is, independent of any framework.
 
-A workload is registered as a `WorkloadSpec`: framework-neutral data (name, size presets with
-their targets and budgets, how to prepare its data) plus a builder for each framework backend.
-The torch builder returns a `TorchWorkload`, the object a submission receives as `workload`.
-Its names follow AlgoPerf's (`model_fn`, `loss_fn`, `step_hint`, `param_types`, ...) so AlgoPerf
-submissions can be adapted; native submissions mostly need `loss(model, batch)`.
+A workload is a `WorkloadSpec`: its name, size presets with their targets and budgets, its loss
+type, how its data is prepared, and a builder for each framework (torch always, JAX for some).
+Each framework's workload base, the object a submission receives as `workload`, lives with its
+framework (algobench/frameworks/). The registry of workloads is `workloads.WORKLOADS`: the
+`workloads` package lists its workloads by name and imports each one on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
-from torch import nn
+from algobench.errors import UserError
+from algobench.specs import Preset, TrialConfig
 
-from algobench.registry import Registry
-from algobench.specs import Preset
-
-Batch = dict[str, torch.Tensor]
-NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
+# AlgoPerf's `LossType` names, lower case: what `update_params` receives as `loss_type`.
+LossType = Literal["softmax_cross_entropy", "sigmoid_cross_entropy", "mean_squared_error", "mean_absolute_error"]
 
 
 class ParamKind(str, enum.Enum):
@@ -50,173 +46,47 @@ class WorkloadSpec:
     description: str
     presets: Mapping[str, Preset]
     data: DataSpec
-    build_torch: Callable[..., TorchWorkload]  # (preset=, size=, data_dir=, backend=)
+    build_torch: Callable[..., Any]  # (preset=, size=, data_dir=, backend=) -> frameworks.torch.TorchWorkload
+    loss_type: LossType = "softmax_cross_entropy"
     algoperf_name: str | None = None  # the AlgoPerf workload it stands for, if any
-    build_jax: Callable[..., Any] | None = None  # the same, returning a jax_backend.JaxWorkload
+    build_jax: Callable[..., Any] | None = None  # the same, returning a frameworks.jax.JaxWorkload
     cost: Callable[[Preset], Any] | None = None  # (preset) -> algobench.flops.ModelCost: params and FLOPs
 
     @property
     def frameworks(self) -> tuple[str, ...]:
         return ("torch", "jax") if self.build_jax is not None else ("torch",)
 
-
-WORKLOADS: Registry[WorkloadSpec] = Registry("workload")
-
-
-@dataclass(frozen=True)
-class TorchBackend:
-    """Device, precision and compilation choices: the torch side of the framework seam."""
-
-    device: torch.device
-    autocast_dtype: torch.dtype | None = None  # bf16 on GPU by default
-    compile: bool = False
-
-    @classmethod
-    def choose(cls, device: str = "auto", precision: str = "auto", compile: str = "auto") -> TorchBackend:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        on_gpu = dev.type == "cuda"
-        bf16 = precision == "bf16" or (precision == "auto" and on_gpu)
-        return cls(
-            device=dev,
-            autocast_dtype=torch.bfloat16 if bf16 else None,
-            compile=compile == "on" or (compile == "auto" and on_gpu),
-        )
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "device": str(self.device),
-            "precision": "bf16" if self.autocast_dtype is torch.bfloat16 else "fp32",
-            "compile": self.compile,
-        }
+    def preset(self, size: str) -> Preset:
+        if size not in self.presets:
+            raise UserError(f"workload {self.name} has no size '{size}'; sizes: {', '.join(self.presets)}")
+        return self.presets[size]
 
 
-class PresetAttributes:
-    """AlgoPerf's read-only workload attributes, read from the preset (for either framework)."""
-
-    preset: Preset
-    param_types: dict[str, ParamKind]
-
-    @property
-    def step_hint(self) -> int:
-        return self.preset.step_hint
-
-    @property
-    def target_metric_name(self) -> str:
-        return self.preset.target.metric
-
-    @property
-    def max_allowed_runtime_sec(self) -> float:
-        return self.preset.budget_s
-
-    @property
-    def eval_period_time_sec(self) -> float:
-        return self.preset.eval_period_s
-
-    @property
-    def model_params_types(self) -> dict[str, ParamKind]:
-        return self.param_types
+def ensure_data(spec: WorkloadSpec, size: str, data_dir: Path) -> None:
+    """Make sure the workload's data for `size` is in `data_dir`: prepared here when that takes
+    seconds (the smoke size), else a UserError naming the command that prepares it."""
+    spec.preset(size)
+    if spec.data.is_ready(size, data_dir):
+        return
+    if size not in spec.data.auto_prepare_sizes:
+        raise UserError(f"data for {spec.name} ({size}) is not prepared in {data_dir}; run: "
+                        f"algobench data prepare {spec.name} --size {size} --data-dir {data_dir}")
+    spec.data.prepare(size, data_dir)
 
 
-@dataclass
-class TorchWorkload(PresetAttributes):
-    """Base for a workload built for torch. Subclasses define the model, data, loss and eval."""
-
-    name: str
-    size: str
-    preset: Preset
-    backend: TorchBackend
-    data_dir: Path
-    param_types: dict[str, ParamKind] = field(default_factory=dict)  # filled by init_model
-
-    # --- the parts a workload defines ---------------------------------------------------
-    def build_model(self) -> nn.Module:
-        raise NotImplementedError
-
-    def param_kinds(self, model: nn.Module) -> dict[str, ParamKind]:
-        """Kinds from module types: embeddings, norms, biases; everything else is a weight."""
-        kinds: dict[str, ParamKind] = {}
-        for module_name, module in model.named_modules():
-            for name, _ in module.named_parameters(recurse=False):
-                full = f"{module_name}.{name}" if module_name else name
-                if isinstance(module, nn.Embedding):
-                    kinds.setdefault(full, ParamKind.EMBEDDING)
-                elif isinstance(module, NORMS):
-                    kinds.setdefault(full, ParamKind.NORM)
-                elif name == "bias":
-                    kinds.setdefault(full, ParamKind.BIAS)
-                else:
-                    kinds.setdefault(full, ParamKind.WEIGHT)
-        return {name: kinds[name] for name, _ in model.named_parameters()}
-
-    def train_batches(self, *, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                      start_step: int = 0) -> Iterator[Batch]:
-        """Infinite, deterministic from (seed, step); each rank gets its slice of the global batch."""
-        raise NotImplementedError
-
-    def eval_batches(self, split: str) -> Iterator[Batch]:
-        raise NotImplementedError
-
-    def model_fn(self, params: nn.Module, batch: Batch) -> torch.Tensor:
-        """Forward pass: the logits for `batch`."""
-        raise NotImplementedError
-
-    def loss_fn(self, label_batch: torch.Tensor, logits_batch: torch.Tensor,
-                mask_batch: torch.Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
-        """AlgoPerf's contract: `summed`, `n_valid_examples` (a tensor) and `per_example`."""
-        raise NotImplementedError
-
-    eval_splits: tuple[str, ...] = ("val", "test")
-
-    # --- shared machinery ----------------------------------------------------------------
-    def init_model(self, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        model = self.build_model().to(self.backend.device)
-        self.param_types = self.param_kinds(model)
-        return model
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Mean training loss of `batch` under the workload's precision: what update steps call."""
-        with self.backend.autocast():
-            logits = self.model_fn(model, batch)
-            out = self.loss_fn(batch["targets"], logits, batch.get("mask"))
-        return out["summed"] / out["n_valid_examples"]
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Mean loss (and whatever `eval_metrics` adds) over the fixed `split` set."""
-        was_training = model.training
-        model.eval()
-        total = torch.zeros((), device=self.backend.device, dtype=torch.float64)
-        count = torch.zeros((), device=self.backend.device, dtype=torch.float64)
-        for batch in self.eval_batches(split):
-            with self.backend.autocast():
-                out = self.loss_fn(batch["targets"], self.model_fn(model, batch), batch.get("mask"))
-            total += out["summed"].double()
-            count += out["n_valid_examples"].double()
-        model.train(was_training)
-        return {"loss": (total / count).item()}
+def ensure_trial_data(spec: WorkloadSpec, config: TrialConfig) -> None:
+    ensure_data(spec, config.size, config.data_dir)
 
 
-
-def param_groups(model: nn.Module, workload: TorchWorkload, *, weight_decay: float,
+def param_groups(model: Any, workload: Any, *, weight_decay: float,
                  decay_kinds: tuple[ParamKind, ...] = (ParamKind.WEIGHT, ParamKind.EMBEDDING)) -> list[dict]:
-    """Two optimizer groups: decayed (`decay_kinds`) and not decayed (the rest)."""
+    """Two optimizer groups of a torch model: decayed (`decay_kinds`) and not decayed (the rest),
+    from `workload.param_types`."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        kind = workload.param_types.get(_unwrapped(name), ParamKind.WEIGHT)
+        kind = workload.param_types.get(unwrapped_name(name), ParamKind.WEIGHT)
         (decay if kind in decay_kinds else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
@@ -224,7 +94,7 @@ def param_groups(model: nn.Module, workload: TorchWorkload, *, weight_decay: flo
     return groups
 
 
-def _unwrapped(name: str) -> str:
+def unwrapped_name(name: str) -> str:
     """Parameter name without the prefixes torch.compile and DDP add."""
     for prefix in ("_orig_mod.", "module."):
         while name.startswith(prefix):

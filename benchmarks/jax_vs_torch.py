@@ -20,21 +20,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import workloads  # noqa: F401
 from algobench import submission as submission_lib
 from algobench.frameworks import framework_for
 from algobench.runner import ensure_data
-from algobench.specs import RunOptions, TrialConfig
+from algobench.specs import RunOptions, TrialConfig, apply_overrides
 
 
 class Stepper:
     """One framework's model, optimizer and batches, stepped through the submission's full form."""
 
     def __init__(self, cfg: TrialConfig) -> None:
-        self.framework = framework_for(cfg, _single())
+        spec = ensure_data(cfg)
+        self.framework = framework_for(cfg, spec, _single())
         self.sub = submission_lib.load(cfg.submission, framework=cfg.framework)
         self.hparams = submission_lib.make_hparams(self.sub.hparams())
-        self.workload = self.framework.prepare(cfg, ensure_data(cfg))
+        self.workload = self.framework.prepare(cfg, spec, apply_overrides(spec.preset(cfg.size), cfg.options))
         torch.manual_seed(cfg.seed)
         self.model = self.framework.init_model(self.workload, cfg.seed, _single())
         self.state = self.sub.init_optimizer_state(workload=self.workload, model_params=self.model, model_state=None,

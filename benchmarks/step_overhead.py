@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-import workloads  # noqa: F401
 from algobench import submission as submission_lib
-from algobench.runner import Ended, run_trial
+from algobench.events import Ended
+from algobench.frameworks.torch import TorchBackend, TorchFramework
+from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
-from algobench.workload import WORKLOADS, TorchBackend
+from workloads import WORKLOADS
 
 
 def runner_block(cfg: TrialConfig, sub) -> float:
@@ -34,7 +35,7 @@ def bare_block(cfg: TrialConfig, sub, steps: int) -> float:
     """What a researcher would write by hand: the same model, batches and optimizer, no harness."""
     backend = TorchBackend.choose(cfg.options.device, cfg.options.precision, cfg.options.compile)
     spec = WORKLOADS.get(cfg.workload)
-    wl = spec.build_torch(preset=spec.presets[cfg.size], size=cfg.size, data_dir=cfg.data_dir, backend=backend)
+    wl = TorchFramework(backend).prepare(cfg, spec, spec.preset(cfg.size))
     torch.manual_seed(cfg.seed)
     model = wl.init_model(cfg.seed)
     if backend.compile:

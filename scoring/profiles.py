@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from algobench.errors import UserError
+
 SUBMISSION_AXIS, WORKLOAD_AXIS = -2, -1
 
 
@@ -53,8 +55,6 @@ def variant_map(workloads: list[str], specs: list[str]) -> dict[str, str]:
     `vit_glu=vit` maps `vit_glu/small` to `vit/small`. `auto` pairs every `name_suffix` with the
     longest `name` prefix that is also present.
     """
-    from algobench.errors import UserError  # local: only this helper raises
-
     def split(label: str) -> tuple[str, str]:
         name, sep, size = label.partition("/")
         return name, sep + size

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import workloads  # noqa: F401  (registers the workloads)
+
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from algobench import submission as submission_lib
-from algobench.runner import Ended, Evaluated, run_trial
+from algobench.events import Ended, Evaluated
+from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
 
 

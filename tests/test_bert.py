@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from algobench.errors import UserError
-from algobench.workload import WORKLOADS, TorchBackend
-from workloads.bert import VARIANTS, BertWorkload
+from algobench.frameworks.torch import TorchBackend
+from workloads import WORKLOADS
+from workloads.bert import VARIANTS
 from workloads.bert import prepare as prep
 from workloads.bert.masking import CLS, MASK, PAD, SEP, mask_rows, segment_ids
 from workloads.bert.model import Bert, BertConfig

@@ -19,9 +19,12 @@ import algobench.clock
 import algobench.runner
 from algobench import checkpoint as ckpt
 from algobench import submission as submission_lib
-from algobench.runner import Evaluated, Started, _rng
+from algobench.events import Evaluated, Started
+from algobench.layout import CHECKPOINT
+from algobench.runner import _rng
 from algobench.trial import TrialSuspended, execute
-from algobench.workload import WORKLOADS, TorchBackend
+from algobench.frameworks.torch import TorchBackend
+from workloads import WORKLOADS
 from tests.helpers import config
 
 
@@ -43,7 +46,9 @@ def suspend_at(step: int):
 
 
 def history(folder: Path, file: str = "evals.parquet", columns=("step", "val_loss", "test_loss")) -> list:
-    return list(pd.read_parquet(folder / file)[list(columns)].itertuples(index=False, name=None))
+    """The rows as tuples; a split not evaluated at a step (the test split before the end) reads None."""
+    df = pd.read_parquet(folder / file)[list(columns)]
+    return list(df.astype(object).where(df.notna(), None).itertuples(index=False, name=None))
 
 
 def suspended(cfg, folder: Path, step: int) -> TrialSuspended:
@@ -66,10 +71,10 @@ def test_resumed_trial_ends_with_the_uninterrupted_eval_history(data_dir, tmp_pa
     suspended(cfg, folder, 5)
     first_id = json.loads((folder / "metadata.json").read_text())["trial_id"]
     stop = suspended(cfg, folder, 10)  # the second attempt starts at step 5 and stops at 15
-    assert stop.event.step == 15 and stop.event.checkpoint == folder / ckpt.FILENAME
+    assert stop.event.step == 15 and stop.event.checkpoint == folder / CHECKPOINT
     assert not (folder / "summary.json").exists()  # unfinished until it is resumed
 
-    saved = torch.load(folder / ckpt.FILENAME, weights_only=True)  # tensors and plain data only
+    saved = torch.load(folder / CHECKPOINT, weights_only=True)  # tensors and plain data only
     assert saved["progress"]["step"] == saved["progress"]["batches_drawn"] == 15
     assert saved["progress"]["submission_time_s"] == stop.event.submission_time_s
     assert [row["step"] for row in saved["progress"]["evals"]] == [10]
@@ -79,7 +84,7 @@ def test_resumed_trial_ends_with_the_uninterrupted_eval_history(data_dir, tmp_pa
     real = time.perf_counter
     monkeypatch.setattr(algobench.clock.time, "perf_counter", lambda: real() + 1000.0)
     events = []
-    summary, _ = execute(cfg, trial_dir=folder, resumable=True, suspend=lambda: False, on_event=events.append)
+    summary, _ = execute(cfg, [events.append], trial_dir=folder, resumable=True, suspend=lambda: False)
     started = events[0]
     assert isinstance(started, Started) and started.resume.step == 15 and started.resume.requeues == 2
     assert started.resume.submission_time_s == stop.event.submission_time_s
@@ -92,17 +97,17 @@ def test_resumed_trial_ends_with_the_uninterrupted_eval_history(data_dir, tmp_pa
     assert history(folder, "train.parquet", ("step", "train_loss")) == \
         history(reference, "train.parquet", ("step", "train_loss"))
     assert summary["requeues"] == 2 and summary["steps"] == 30 and summary["trial_id"] == first_id
-    assert not (folder / ckpt.FILENAME).exists()  # a finished trial keeps no checkpoint
+    assert not (folder / CHECKPOINT).exists()  # a finished trial keeps no checkpoint
 
 
 def test_corrupt_checkpoint_is_reported_and_the_trial_starts_over(data_dir, tmp_path, reference):
     folder = tmp_path / "trial"
     cfg = trial(data_dir, tmp_path)
     suspended(cfg, folder, 15)
-    path = folder / ckpt.FILENAME
+    path = folder / CHECKPOINT
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a damaged disk, a bad copy
     events = []
-    summary, _ = execute(cfg, trial_dir=folder, resumable=True, suspend=lambda: False, on_event=events.append)
+    summary, _ = execute(cfg, [events.append], trial_dir=folder, resumable=True, suspend=lambda: False)
     reason = events[0].checkpoint_discarded
     assert events[0].resume is None and reason.startswith("unreadable (")
     assert json.loads((folder / "metadata.json").read_text())["checkpoint_discarded"] == reason
@@ -120,7 +125,7 @@ def test_foreign_checkpoint_is_set_aside_with_the_reason(data_dir, tmp_path, dam
     cfg = trial(data_dir, tmp_path, max_steps=2, eval_period_steps=2)
     suspended(cfg, folder, 1)
     if damage == "garbage":
-        (folder / ckpt.FILENAME).write_bytes(b"not a checkpoint at all")
+        (folder / CHECKPOINT).write_bytes(b"not a checkpoint at all")
     else:
         cfg = cfg.model_copy(update={"hparams": {"learning_rate": 5e-3}})
     seen = []
@@ -130,10 +135,10 @@ def test_foreign_checkpoint_is_set_aside_with_the_reason(data_dir, tmp_path, dam
         raise SeenStart
 
     with pytest.raises(SeenStart):
-        execute(cfg, trial_dir=folder, resumable=True, suspend=lambda: False, on_event=stop_at_start)
+        execute(cfg, [stop_at_start], trial_dir=folder, resumable=True, suspend=lambda: False)
     reason = seen[0].checkpoint_discarded
     assert ("another config" in reason) if damage == "other_config" else reason.startswith("unreadable (")
-    assert (folder / "checkpoint.pt.corrupt").exists() and not (folder / ckpt.FILENAME).exists()
+    assert (folder / "checkpoint.pt.corrupt").exists() and not (folder / CHECKPOINT).exists()
 
 
 def test_usr2_suspends_the_trial_at_the_next_step_boundary(data_dir, tmp_path):
@@ -161,7 +166,7 @@ def test_usr2_suspends_the_trial_at_the_next_step_boundary(data_dir, tmp_path):
         assert handed_on == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, before)
-    saved = torch.load(tmp_path / "trial" / ckpt.FILENAME, weights_only=True)
+    saved = torch.load(tmp_path / "trial" / CHECKPOINT, weights_only=True)
     assert saved["progress"]["step"] == 8
 
 
@@ -193,8 +198,8 @@ def test_every_submission_state_goes_through_a_checkpoint(name, data_dir, tmp_pa
     model_a, state_a = fresh()
     for k in range(2):
         state_a = step(model_a, state_a, k)
-    path = tmp_path / ckpt.FILENAME
-    ckpt.save(path, identity=name, progress=ckpt.Progress(step=2), model=model_a, optimizer_state=state_a,
+    path = tmp_path / CHECKPOINT
+    ckpt.save(path, identity=name, progress={"step": 2}, model=model_a, optimizer_state=state_a,
               model_state=None)
     model_b, state_b = fresh()
     loaded = ckpt.load(path, identity=name)

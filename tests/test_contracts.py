@@ -8,7 +8,9 @@ import pytest
 
 from algobench import submission as submission_lib
 from algobench.specs import SIZES
-from algobench.workload import WORKLOADS, ParamKind, TorchBackend
+from algobench.frameworks.torch import TorchBackend
+from algobench.workload import ParamKind
+from workloads import WORKLOADS
 from tests.helpers import config, run
 
 

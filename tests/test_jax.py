@@ -20,11 +20,14 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("optax")
 
 from algobench import submission as submission_lib  # noqa: E402
-from algobench.jax_backend import JaxBackend, from_torch  # noqa: E402
-from algobench.runner import Ended, Evaluated, Started, run_trial  # noqa: E402
+from algobench.frameworks.jax import JaxBackend, from_torch  # noqa: E402
+from algobench.events import Ended, Evaluated  # noqa: E402
+from algobench.runner import run_trial  # noqa: E402
 from algobench.specs import RunOptions, TrialConfig  # noqa: E402
 from algobench.trial import TrialSuspended, execute  # noqa: E402
-from algobench.workload import WORKLOADS, ParamKind, TorchBackend  # noqa: E402
+from algobench.frameworks.torch import TorchBackend  # noqa: E402
+from algobench.workload import ParamKind  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
 from tests.helpers import cli  # noqa: E402
 
 JAX_WORKLOADS = [name for name in WORKLOADS.names() if "jax" in WORKLOADS.get(name).frameworks]
@@ -215,8 +218,9 @@ def test_data_parallel_over_two_devices_matches_one(data_dir, tmp_path):
     """The batch split over 2 (forced host) devices: the same losses as on one device."""
     script = textwrap.dedent(f"""
         import json, sys
-        import workloads
-        from algobench.runner import Ended, TrainLog, run_trial
+
+        from algobench.events import Ended, TrainLog
+        from algobench.runner import run_trial
         from algobench.specs import RunOptions, TrialConfig
         import jax
         cfg = TrialConfig(workload="gpt2", size="smoke", submission="adamw", framework="jax", seed=0,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from algobench import submission as submission_lib
-from algobench.workload import WORKLOADS, TorchBackend
+from algobench.frameworks.torch import TorchBackend
+from workloads import WORKLOADS
 
 STEPS = 7
 LRS = [0.02 * (0.85**k) for k in range(STEPS)]  # a schedule: the lr changes every step

@@ -20,7 +20,8 @@ from torch import nn
 from algobench import submission as submission_lib
 from algobench.schedules import warmup_cosine
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, TorchBackend, TorchWorkload
+from algobench.frameworks.torch import TorchBackend, TorchWorkload
+from workloads import WORKLOADS
 
 N, D, H, C = 24, 4, 5, 3  # examples, inputs, hidden units, classes
 STEPS = 7

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from algobench import submission as submission_lib
-from algobench.runner import Ended, Evaluated, run_trial
-from algobench.workload import WORKLOADS
+from algobench.events import Ended
+from algobench.runner import run_trial
+from workloads import WORKLOADS
 from tests.helpers import config, run
 
 
@@ -97,7 +98,7 @@ def test_nan_loss_fails_at_the_next_loss_printout(data_dir):
 
 def test_training_complete_ends_after_a_final_eval(data_dir, tmp_path):
     path = write_submission(tmp_path, ADAMW_BASE + """
-    from algobench.submission import TrainingComplete
+    from algobench.errors import TrainingComplete
     def lr_schedule(*, step, step_hint, hparams):
         if step == 7:
             raise TrainingComplete()

@@ -86,11 +86,9 @@ def write_study_grid(root: Path, times: dict[tuple[str, str], list[list[float]]]
 
 
 def cli() -> typer.Typer:
-    """The scoring commands in a throwaway app, with the main CLI's UserError handling."""
-    from algobench.cli_scoring import register
+    """The command line's app (its UserError handling is done by `invoke` below)."""
+    from algobench.cli import app
 
-    app = typer.Typer()
-    register(app)
     return app
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from algobench import dispatch
-from algobench.jobs import slurm_states
+from algobench.slurm import profile as slurm_profile
+from algobench.slurm import submit as dispatch
+from algobench.slurm.jobs import slurm_states
 from algobench.specs import RunOptions, TrialConfig
 from tests.helpers import cli
 
@@ -134,7 +135,7 @@ def test_cancel_stops_the_job_and_leaves_the_trial_unfinished(cluster, data_dir,
     slow = tmp_path / "slow_adamw.py"
     slow.write_text(SLOW_ADAMW)
     [sub] = dispatch.submit_trials([trial_config(data_dir, tmp_path / "results", str(slow), max_steps=1000)],
-                                   profile=dispatch.load_profile("dev"), cluster="dev")
+                                   profile=slurm_profile.load_profile("dev"), cluster="dev")
     state = lambda: slurm_states([sub.job.job_id], since=cluster).get(sub.job.job_id, ("",))[0]  # noqa: E731
     until(lambda: state() == "RUNNING", 60, "the job to run")
     res = cli("cancel", sub.job.job_id, "--results-dir", str(tmp_path / "results"))
@@ -147,7 +148,7 @@ def test_a_preemption_while_the_job_starts_is_not_lost(cluster, data_dir, tmp_pa
     """SIGTERM + USR2 before submitit has installed its handlers (it unpickles the job first,
     which imports torch): the job survives, suspends at step 0, is requeued and finishes."""
     [sub] = dispatch.submit_trials([trial_config(data_dir, tmp_path / "results", max_steps=10)],
-                                   profile=dispatch.load_profile("dev"))
+                                   profile=slurm_profile.load_profile("dev"))
     until(lambda: sub.stdout.exists() and "Loading pickle" in sub.stdout.read_text(), 60, "the job to start",
           poll_s=0.05)
     sub.job._interrupt()
@@ -166,11 +167,11 @@ def test_preempted_time_limited_and_ddp_jobs_resume_with_the_same_eval_history(c
     slow = tmp_path / "slow_adamw.py"
     slow.write_text(SLOW_ADAMW)
     config = trial_config(data_dir, tmp_path / "results", str(slow), max_steps=200, eval_period_steps=50)
-    dev = dispatch.load_profile("dev", ["max_requeues=5"])
+    dev = slurm_profile.load_profile("dev", ["max_requeues=5"])
     [plain], [preempted] = (dispatch.submit_trials([config], profile=dev) for _ in range(2))
-    [limited] = dispatch.submit_trials([config], profile=dispatch.load_profile(
+    [limited] = dispatch.submit_trials([config], profile=slurm_profile.load_profile(
         "dev", ["time_limit_min=1", "signal_delay_s=30", "max_requeues=5"]))
-    [ddp] = dispatch.submit_trials([config], profile=dispatch.load_profile("dev", ["tasks_per_node=2",
+    [ddp] = dispatch.submit_trials([config], profile=slurm_profile.load_profile("dev", ["tasks_per_node=2",
                                                                                    "max_requeues=5"]))
     t0 = time.monotonic()
 

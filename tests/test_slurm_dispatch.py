@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from submitit.slurm.slurm import _make_sbatch_string
 
-from algobench import dispatch, jobs
+from algobench.slurm import jobs
+from algobench.slurm import profile as slurm_profile
+from algobench.slurm import submit as dispatch
 from tests.helpers import cli
 from tests.test_cli import assert_user_error
 
@@ -33,14 +35,14 @@ def test_local_and_debug_executors_land_the_same_trial_where_a_local_run_does(da
 
 
 def test_profile_becomes_the_sbatch_script(tmp_path):
-    profile = dispatch.load_profile("example-gpu", ["time_limit_min=240", "qos=high"])
+    profile = slurm_profile.load_profile("example-gpu", ["time_limit_min=240", "qos=high"])
     script = _make_sbatch_string(command="python -m x", folder=tmp_path, **profile.submitit_parameters())
     for line in ("--partition=gpu", "--account=my-project", "--qos=high", "--gpus-per-node=8",
                  "--ntasks-per-node=8", "--cpus-per-task=10", "--mem=480GB", "--time=240",
                  "--constraint=a100", "--signal=USR2@120", "--exclude=gpu-node-17"):
         assert f"#SBATCH {line}" in script, line
     assert "module load cuda/12.4" in script
-    assert dispatch.load_profile("dev").partition == "debug"
+    assert slurm_profile.load_profile("dev").partition == "debug"
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -59,7 +61,7 @@ def test_profile_file_with_an_unknown_option(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("partition: gpu\ngpu_per_node: 4\n")
     with pytest.raises(Exception, match="'gpu_per_node' is not a cluster option; did you mean: gpus_per_node"):
-        dispatch.load_profile(str(path))
+        slurm_profile.load_profile(str(path))
 
 
 def test_jobs_and_cancel_without_jobs(tmp_path):

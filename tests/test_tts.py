@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from algobench.errors import UserError
-from algobench.workload import WORKLOADS, TorchBackend
+from algobench.frameworks.torch import TorchBackend
+from workloads import WORKLOADS
 from tests.helpers import run
 from workloads.tts import audio, data
 from workloads.tts import prepare as prep

@@ -13,7 +13,7 @@ from scipy.stats import qmc
 from algobench import submission as submission_lib
 from algobench import tuning
 from algobench.errors import UserError
-from algobench.results import write_json
+from algobench.files import write_json
 from algobench.specs import RunOptions, TrialConfig
 from algobench.study import plan_study, trial_dir
 

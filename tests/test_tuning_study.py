@@ -4,6 +4,7 @@ offline W&B runs, resume after a killed trial, the self-tuning ruleset."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from algobench.layout import validate_summary
 
 from algobench import submission as submission_lib
 from algobench import tuning
@@ -107,13 +110,24 @@ def test_runs_lists_and_filters_the_trials(parallel_study):
     assert "no trials found matching the filters" in none.stdout
 
 
-def test_score_ranks_the_study(parallel_study):
+def test_score_ranks_the_study(parallel_study, tmp_path):
+    """Two submissions' studies, one reaching the target in half the other's time: score ranks them."""
     root, env, _res = parallel_study
-    if "score" not in algobench("--help", env=env, cwd=root, timeout=120).stdout:
-        pytest.skip("no score command in this checkout")
-    res = algobench("score", str(root / "results"), "--format", "json", env=env, cwd=root, timeout=120)
+    for name, time_s in (("adan", 10.0), ("fast", 5.0)):
+        target = tmp_path / "results" / "gpt2" / "smoke" / name
+        shutil.copytree(root / "results" / "gpt2" / "smoke" / "adan", target)
+        for path in target.glob("*/summary.json"):
+            summary = json.loads(path.read_text())
+            steps = summary["steps"]
+            summary.update(submission=name, status="reached", reason="target reached", time_to_target_s=time_s,
+                           steps_to_target=steps, submission_time_s=time_s)
+            validate_summary(summary)
+            path.write_text(json.dumps(summary))
+    res = algobench("score", str(tmp_path / "results"), "--format", "json", env=env, cwd=root, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "adan" in res.stdout
+    records = json.loads(res.stdout)
+    assert [r["submission"] for r in sorted(records, key=lambda r: -r["score"])] == ["fast", "adan"]
+    assert records[0]["score"] != records[1]["score"]
 
 
 def _worker_of(trial_folder: Path) -> int | None:

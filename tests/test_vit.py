@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from algobench.errors import UserError
-from algobench.workload import WORKLOADS, TorchBackend
+from algobench.frameworks.torch import TorchBackend
+from workloads import WORKLOADS
 from workloads.layers import EncoderConfig
 from workloads.vit import VARIANTS, VitSettings, VitWorkload
 from workloads.vit import prepare as prep

@@ -16,7 +16,7 @@ PACKAGES = ("algoperf", "algorithmic_efficiency")
 
 def install() -> None:
     """Make `from algoperf import spec` (and the old name) resolve to the stand-ins."""
-    from algobench.algoperf import pytorch_utils, spec
+    from algobench.algoperf import pytorch_utils, spec  # (torch: only once a file imports algoperf)
 
     for name in PACKAGES:
         if name in sys.modules and not getattr(sys.modules[name], "__algobench_stand_in__", False):

@@ -27,11 +27,10 @@ import torch
 
 from algobench.algoperf import pytorch_utils
 from algobench.algoperf.spec import ForwardPassMode, LossType, ParameterType, ShapeTuple
-from algobench.workload import WORKLOADS, ParamKind, TorchWorkload, _unwrapped
+from algobench.workload import ParamKind, unwrapped_name
 
 
-# AlgoPerf's `loss_type` per workload family (its ogbg workload is multi-label: sigmoid).
-LOSS_TYPES = {"ogbg": LossType.SIGMOID_CROSS_ENTROPY}
+TorchWorkload = Any  # algobench.frameworks.torch.TorchWorkload (a layer above this one)
 
 
 class AlgoPerfWorkload:
@@ -40,8 +39,7 @@ class AlgoPerfWorkload:
     def __init__(self, native: TorchWorkload) -> None:
         self._native = native
         self.metrics_logger = None
-        family = (WORKLOADS.get(native.name).algoperf_name or "").split("_")[0]
-        self.loss_type = LOSS_TYPES.get(family, LossType.SOFTMAX_CROSS_ENTROPY)
+        self.loss_type = LossType[native.loss_type.upper()]  # the workload's own (gnn: sigmoid)
 
     def __getattr__(self, name: str) -> Any:  # step_hint, max_allowed_runtime_sec, ...
         return getattr(self._native, name)
@@ -106,7 +104,7 @@ def adapt(module: ModuleType) -> dict[str, Any]:
         if wl is None:
             wl = adapted[id(native)] = AlgoPerfWorkload(native)
         if model is not None:
-            wl._shapes = {_unwrapped(n): ShapeTuple(tuple(p.shape)) for n, p in model.named_parameters()}
+            wl._shapes = {unwrapped_name(n): ShapeTuple(tuple(p.shape)) for n, p in model.named_parameters()}
         return wl
 
     def hparams(hyperparameters):
@@ -145,8 +143,8 @@ def adapt(module: ModuleType) -> dict[str, Any]:
                 hyperparameters=hparams(hyperparameters), loss_type=wl.loss_type, optimizer_state=optimizer_state,
                 eval_results=eval_results, global_step=global_step, rng=rng)
 
-    def get_batch_size(workload_name: str) -> int | None:
-        name = WORKLOADS.get(workload_name).algoperf_name or workload_name
+    def get_batch_size(workload: TorchWorkload) -> int | None:
+        name = workload.algoperf_name or workload.name
         try:
             return module.get_batch_size(name)
         except ValueError:  # a workload the submission does not know: the preset decides

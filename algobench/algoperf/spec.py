@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from torch import nn
 
-from algobench.submission import TrainingComplete
+from algobench.errors import TrainingComplete
 
 __all__ = [
     "LossType", "ForwardPassMode", "ParameterType", "Tensor", "ShapeTuple", "Shape", "ParameterShapeTree",

@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, WorkloadSpec
 from workloads.bert import prepare as prep
 from workloads.bert.masking import SPECIAL_TOKENS, mask_rows
 from workloads.bert.model import BERT_BASE, Bert, BertConfig
 from workloads.bert.rows import RowStream, _row_shards, read_rows
 from workloads.layers import EncoderConfig
+from workloads import WORKLOADS
 
 EVAL_MASK_SEED = 20190524  # the fixed masks of the eval rows (BERT's NAACL date)
 
@@ -172,21 +174,14 @@ class BertWorkload(TorchWorkload):
         per_slot = per_slot * mask_batch
         return {"summed": per_slot.sum(), "n_valid_examples": mask_batch.sum(), "per_example": per_slot}
 
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        """Masked-LM loss and accuracy over the split's fixed rows and masks; one host sync."""
-        was_training = model.training
-        model.eval()
-        sums = torch.zeros(3, device=self.backend.device, dtype=torch.float64)  # loss, correct, count
-        for batch in self.eval_batches(split):
-            with self.backend.autocast():
-                logits = self.model_fn(model, batch)
-            out = self.loss_fn(batch["targets"], logits, batch["mask"])
-            correct = ((logits.argmax(dim=-1) == batch["targets"]) * batch["mask"]).sum()
-            sums += torch.stack([out["summed"].double(), correct.double(), out["n_valid_examples"].double()])
-        model.train(was_training)
-        loss, correct, count = sums.tolist()
-        return {"loss": loss / count, "accuracy": correct / count}
+    def eval_sums(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Masked-LM loss and correct predictions over the batch's masked slots (`evaluate` sums
+        them over the split's fixed rows and masks, and divides by the count)."""
+        with self.backend.autocast():
+            logits = self.model_fn(model, batch)
+        out = self.loss_fn(batch["targets"], logits, batch["mask"])
+        correct = ((logits.argmax(dim=-1) == batch["targets"]) * batch["mask"]).sum()
+        return {"loss": out["summed"], "accuracy": correct, "count": out["n_valid_examples"]}
 
 
 def unigram_log_prior(folder: Path, seq_len: int, vocab_size: int, max_rows: int = 1_000_000) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from algobench.errors import UserError
-from algobench.results import write_json
+from algobench.files import write_json
 from workloads.bert import wiki
 from workloads.bert.masking import CLS, PAD, SEP, SPECIAL_TOKENS
 from workloads.gpt2.prepare import bible_text, chapters, iter_text_files

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict
 
 from algobench.errors import UserError
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, ParamKind, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, ParamKind, WorkloadSpec
 from workloads.detr import data
 from workloads.detr import prepare as prep
 from workloads.detr.coco_eval import coco_map, detections, load_ground_truth
 from workloads.detr.loss import LossConfig, Targets, set_loss
 from workloads.detr.model import DETR, DetrConfig, ResNetConfig, load_backbone
+from workloads import WORKLOADS
 
 BACKBONE_FILE = "backbone.pth"  # optional torchvision-format ResNet weights in data/detr/<size>/
 

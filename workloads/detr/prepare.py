@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from algobench.errors import UserError
-from algobench.results import write_json
+from algobench.files import write_json
 from workloads.detr.data import SplitIndex, save_index
 
 READY = "READY.json"

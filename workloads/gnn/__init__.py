@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, WorkloadSpec
 from workloads.gnn import data
 from workloads.gnn import prepare as prep
 from workloads.gnn.model import GNN, GNNConfig
+from workloads import WORKLOADS
 
 
 class GnnConfig(BaseModel):
@@ -212,5 +214,6 @@ for _name, _variant in VARIANTS.items():
         presets={"smoke": smoke(_name), "small": small(_name), "full": full(_name)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_name),
+        loss_type="sigmoid_cross_entropy",  # 128 binary tasks
         algoperf_name=_variant.algoperf_name,
     ))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from algobench.errors import UserError
-from algobench.results import write_json
+from algobench.files import write_json
 from workloads.gnn.data import SPLITS, Graphs, save_graphs
 
 READY = "READY.json"

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, WorkloadSpec
 from workloads.gpt2 import prepare as prep
 from workloads.gpt2.model import GPT, GPTConfig
 from workloads.gpt2.shards import TokenStream, eval_windows, find_shards, read_shard
+from workloads import WORKLOADS
 
 
 class Gpt2Config(BaseModel):
@@ -122,7 +124,7 @@ def build(*, preset: Preset, size: str, data_dir: Path, backend) -> Gpt2Workload
 def build_jax(**kwargs):
     from workloads.gpt2.jax_model import build as build_jax  # jax is an optional extra
 
-    return build_jax(**kwargs)
+    return build_jax(build_torch=build, **kwargs)
 
 
 WORKLOADS.register("gpt2", WorkloadSpec(

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from algobench.jax_backend import Batch, JaxBackend, JaxWorkload, Params, torch_data
+from algobench.frameworks.jax import Batch, JaxBackend, JaxWorkload, Params, torch_data
 from algobench.specs import Preset
 from workloads.gpt2.model import GPTConfig
 from workloads.jax_layers import Keys, attend, dense, layer_norm, layer_norm_params, normal
@@ -85,8 +85,7 @@ class Gpt2Jax(JaxWorkload):
         return forward(params, batch["inputs"], self.cfg, self.backend.compute_dtype)
 
 
-def build(*, preset: Preset, size: str, data_dir: Path, backend: JaxBackend) -> Gpt2Jax:
-    from workloads.gpt2 import build as build_torch
-
+def build(*, preset: Preset, size: str, data_dir: Path, backend: JaxBackend, build_torch) -> Gpt2Jax:
+    """The JAX workload, reading its data through the torch workload `build_torch` builds."""
     return Gpt2Jax(name="gpt2", size=size, preset=preset, backend=backend,
                    data=torch_data(build_torch, preset=preset, size=size, data_dir=data_dir))

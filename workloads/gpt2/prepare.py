@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from algobench.errors import UserError
-from algobench.results import write_json
+from algobench.files import write_json
 from workloads.gpt2.shards import ShardError, find_shards, read_shard, write_shard
 
 READY = "READY.json"

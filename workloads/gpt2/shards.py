@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from algobench.files import atomic_write
+
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
 
 
@@ -21,8 +23,6 @@ class ShardError(ValueError):
 
 def write_shard(path: Path, tokens: np.ndarray) -> None:
     """Write `tokens` (< 65,536) as one shard, atomically."""
-    from algobench.results import atomic_write
-
     tokens = np.asarray(tokens)
     if tokens.size and int(tokens.max()) >= 2**16:
         raise ShardError(f"token id {int(tokens.max())} does not fit in uint16")

@@ -19,11 +19,13 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, WorkloadSpec
 from workloads.tts import data
 from workloads.tts import prepare as prep
 from workloads.tts.features import load_stats, load_symbols
 from workloads.tts.model import FastSpeech2, FastSpeech2Config
+from workloads import WORKLOADS
 
 
 class TtsSettings(BaseModel):
@@ -47,6 +49,11 @@ class Variant:
     smoke_how: str
     small_target: float
     full_target: float
+
+    @property
+    def loss_type(self) -> str:
+        """AlgoPerf's name for the mel loss, what `update_params` receives as `loss_type`."""
+        return {"l1": "mean_absolute_error", "mse": "mean_squared_error"}[self.mel_loss]
 
 
 VARIANTS = (
@@ -167,28 +174,24 @@ class TtsWorkload(TorchWorkload):
         n_clips = torch.full((), len(per_example), device=target.device)  # a fill, not a host-to-device copy
         return {"summed": per_example.sum(), "n_valid_examples": n_clips, "per_example": per_example}
 
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        """Ground-truth durations, predicted pitch and energy: mel L1 and MSE over all frames and
-        mel bins of the split, the variance predictors' MSE over its phones, the mean loss per clip."""
-        was_training = model.training
-        model.eval()
-        names = ("mel_abs", "mel_sq", "mel_n", "log_durations", "pitch", "energy", "phone_n", "loss", "clips")
-        sums = torch.zeros(len(names), device=self.backend.device, dtype=torch.float64)
-        for batch in self.eval_batches(split):
-            targets = batch["targets"]
-            with self.backend.autocast():
-                out = model(batch["phones"], durations=batch["durations"], n_frames=targets["mels"].shape[1])
-            loss = self.loss_fn(targets, out)
-            mel = out.get("mels_postnet", out["mels"]).float()
-            err = (mel - targets["mels"]) * targets["frame_mask"][..., None]
-            phones = targets["phone_mask"]
-            var = [((out[k].float() - targets[k]) ** 2 * phones).sum() for k in ("log_durations", "pitch", "energy")]
-            parts = [err.abs().sum(), (err ** 2).sum(), targets["frame_mask"].sum() * err.shape[-1], *var,
-                     phones.sum(), loss["summed"], loss["n_valid_examples"]]
-            sums += torch.stack([t.double() for t in parts])
-        model.train(was_training)
-        s = dict(zip(names, sums.tolist()))
+    def eval_sums(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Ground-truth durations, predicted pitch and energy: the batch's mel errors over its frames
+        and mel bins, the variance predictors' squared errors over its phones, its summed loss."""
+        targets = batch["targets"]
+        with self.backend.autocast():
+            out = model(batch["phones"], durations=batch["durations"], n_frames=targets["mels"].shape[1])
+        loss = self.loss_fn(targets, out)
+        mel = out.get("mels_postnet", out["mels"]).float()
+        err = (mel - targets["mels"]) * targets["frame_mask"][..., None]
+        phones = targets["phone_mask"]
+        var = {k: ((out[k].float() - targets[k]) ** 2 * phones).sum() for k in ("log_durations", "pitch", "energy")}
+        return {"mel_abs": err.abs().sum(), "mel_sq": (err ** 2).sum(),
+                "mel_n": targets["frame_mask"].sum() * err.shape[-1], **var, "phone_n": phones.sum(),
+                "loss": loss["summed"], "clips": loss["n_valid_examples"]}
+
+    def finalize(self, s: dict[str, float]) -> dict[str, float]:
+        """Mel L1 and MSE over all frames and mel bins of the split, the variance predictors' MSE
+        over its phones, the mean loss per clip."""
         return {"mel_l1": s["mel_abs"] / s["mel_n"], "mel_mse": s["mel_sq"] / s["mel_n"],
                 "duration_mse": s["log_durations"] / s["phone_n"], "pitch_mse": s["pitch"] / s["phone_n"],
                 "energy_mse": s["energy"] / s["phone_n"], "loss": s["loss"] / s["clips"]}
@@ -207,4 +210,5 @@ for _v in VARIANTS:
         presets={"smoke": smoke(_v), "small": small(_v), "full": full(_v)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=builder(_v),
+        loss_type=_v.loss_type,
     ))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from algobench.errors import UserError
-from algobench.results import atomic_write, write_json
+from algobench.files import atomic_write, write_json
 from workloads.tts import audio
 from workloads.tts.textgrid import Interval, TextGridError, phone_durations, read_textgrid
 

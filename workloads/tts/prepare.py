@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from algobench.errors import UserError
-from algobench.results import atomic_write, write_json
+from algobench.files import atomic_write, write_json
 from workloads.gpt2.prepare import bible_text, chapters, split_of
 from workloads.tts import audio
 from workloads.tts import features as feats

@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from algobench.specs import Preset, Target
-from algobench.workload import WORKLOADS, Batch, DataSpec, TorchWorkload, WorkloadSpec
+from algobench.frameworks.torch import Batch, TorchWorkload
+from algobench.workload import DataSpec, WorkloadSpec
 from workloads.layers import EncoderConfig
 from workloads.vit import data
 from workloads.vit import prepare as prep
 from workloads.vit.model import ViT, ViTConfig
+from workloads import WORKLOADS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
@@ -184,21 +186,14 @@ class VitWorkload(TorchWorkload):
             n = torch.full((), per_example.numel(), device=per_example.device)
         return {"summed": per_example.sum(), "n_valid_examples": n, "per_example": per_example}
 
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        """Mean cross-entropy and top-1 accuracy over the split's fixed examples; one host sync."""
-        was_training = model.training
-        model.eval()
-        sums = torch.zeros(3, device=self.backend.device, dtype=torch.float64)  # loss, correct, count
-        for batch in self.eval_batches(split):
-            with self.backend.autocast():
-                logits = self.model_fn(model, batch)
-            out = self.loss_fn(batch["targets"], logits)
-            correct = (logits.argmax(dim=-1) == batch["targets"]).sum()
-            sums += torch.stack([out["summed"].double(), correct.double(), out["n_valid_examples"].double()])
-        model.train(was_training)
-        loss, correct, count = sums.tolist()
-        return {"loss": loss / count, "accuracy": correct / count}
+    def eval_sums(self, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Cross-entropy and top-1 correct over the batch (`evaluate` sums them over the split's
+        fixed examples and divides by the count)."""
+        with self.backend.autocast():
+            logits = self.model_fn(model, batch)
+        out = self.loss_fn(batch["targets"], logits)
+        correct = (logits.argmax(dim=-1) == batch["targets"]).sum()
+        return {"loss": out["summed"], "accuracy": correct, "count": out["n_valid_examples"]}
 
 
 # --- registration: the base workload and its variants ------------------------------------------

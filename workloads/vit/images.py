@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from algobench.files import atomic_write
+
 INDEX_DTYPE = np.dtype([("shard", "<u2"), ("offset", "<u8"), ("length", "<u4"), ("label", "<i4")])
 SHARD_BYTES = 1 << 30
 
@@ -75,8 +77,6 @@ class ShardWriter:
 
     def close(self) -> int:
         """Finish the last shard and write the index; the number of images."""
-        from algobench.results import atomic_write
-
         self._close_shard()
         index = np.array(self.records, dtype=INDEX_DTYPE)
         buf = io.BytesIO()

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algobench.jax_backend import Batch, JaxBackend, JaxWorkload, Params, torch_data
+from algobench.frameworks.jax import Batch, JaxBackend, JaxWorkload, Params, torch_data
 from algobench.specs import Preset
 from workloads.jax_layers import (Keys, attend, dense, encoder, init_encoder_xavier, layer_norm,
                                   layer_norm_params, mlp, torch_linear, uniform, xavier_uniform)

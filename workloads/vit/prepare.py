@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from algobench.errors import UserError
-from algobench.results import atomic_write, write_json
+from algobench.files import atomic_write, write_json
 from workloads.vit.idx import IdxError, idx_bytes, read_idx
 from workloads.vit.images import ShardWriter, encode_jpeg
 

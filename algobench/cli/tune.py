@@ -11,25 +11,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from algobench.cli import (
-    DEFAULT_DATA,
-    DEFAULT_RESULTS,
-    DataDirOpt,
-    FrameworkOpt,
-    ResultsDirOpt,
-    SizeOpt,
-    SubmissionOpt,
-    WandbEntityOpt,
-    WandbOpt,
-    WandbProjectOpt,
-    WorkloadOpt,
-    _validated,
-    console,
-    err_console,
-)
+from algobench import submission as submission_lib
+from algobench import tuning
+from algobench.cli.options import (
+    BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
+    FrameworkOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsArg, ResultsDirOpt, SizeOpt, SlurmOpt,
+    SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console, results_roots,
+    run_options, validated)
 from algobench.errors import UserError
+from algobench.specs import TrialConfig
+from algobench.study import InProcessExecutor, ProcessPoolExecutor, find_runs, offline_wandb_runs, plan_study, \
+    run_study, trial_dir
+from algobench.study_view import StudyView, format_hparams, runs_table
 from algobench.tuning import DEFAULT_TRIALS, SELF_BUDGET_FACTOR
+from workloads import WORKLOADS
 
 
 class Ruleset(str, Enum):
@@ -62,16 +59,17 @@ def tune(
     seed: Annotated[int, typer.Option(help="Seed of the study: the same seed gives the same trials.")] = 0,
     hparams: Annotated[Path | None, typer.Option(
         help="JSON or YAML file of fixed hyperparameters under the sampled ones.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop each trial after this many steps.")] = None,
-    budget_s: Annotated[float | None, typer.Option(help="Override the size's runtime budget (s).")] = None,
-    eval_period_s: Annotated[float | None, typer.Option(help="Evaluate every this many s of submission time.")] = None,
-    eval_every_steps: Annotated[int | None, typer.Option(help="Evaluate every this many steps instead.")] = None,
-    log_every_steps: Annotated[int | None, typer.Option(help="Log the training loss every N steps.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
-    compile: Annotated[str, typer.Option(help="torch.compile the model: auto, on or off.")] = "auto",
-    data_dir: DataDirOpt = DEFAULT_DATA,
-    results_dir: ResultsDirOpt = DEFAULT_RESULTS,
+    max_steps: MaxStepsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    budget_s: BudgetOpt = None,
+    eval_period_s: EvalPeriodOpt = None,
+    eval_every_steps: EvalEveryStepsOpt = None,
+    log_every_steps: LogEveryOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    compile: CompileOpt = "auto",
+    data_dir: DataDirOpt = Path("data"),
+    results_dir: ResultsDirOpt = Path("results"),
     wandb: WandbOpt = False,
     wandb_project: WandbProjectOpt = None,
     wandb_entity: WandbEntityOpt = None,
@@ -80,11 +78,8 @@ def tune(
     executor: Annotated[str, typer.Option(
         help="local (here), slurm (one SLURM job array; --jobs N: at most N trials at once) or debug "
              "(the jobs' code path, in this process).")] = "local",
-    cluster: Annotated[str, typer.Option(
-        envvar="ALGOBENCH_CLUSTER",
-        help="SLURM cluster profile: slurm/profiles/NAME.yaml or a YAML file.")] = "dev",
-    slurm: Annotated[list[str] | None, typer.Option(
-        help="Override a profile field, e.g. --slurm partition=gpu.")] = None,
+    cluster: ClusterOpt = "dev",
+    slurm: SlurmOpt = None,
 ) -> None:
     """Tune SUBMISSION on WORKLOAD: STUDIES studies of TRIALS quasi-random (scrambled Halton) trials.
 
@@ -93,13 +88,6 @@ def tune(
 
     Example: algobench tune --workload gpt2 --submission adan --trials 4 --studies 2 --jobs 2 --wandb
     """
-    import workloads  # noqa: F401
-    from algobench import submission as submission_lib
-    from algobench import tracking, tuning
-    from algobench.specs import TrialConfig
-    from algobench.study import InProcessExecutor, ProcessPoolExecutor, plan_study, trial_dir
-    from algobench.workload import WORKLOADS
-
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     sub = submission_lib.load(submission, framework=framework)
@@ -112,18 +100,15 @@ def tune(
         space = tuning.parse_search_space(sub.search_space, source=f"SEARCH_SPACE of {sub.path}")
     if space is not None:
         tuning.check_names(space, submission=sub.name, hparams=list(sub.defaults))
-    spec = WORKLOADS.get(workload)
-    if size not in spec.presets:
-        raise UserError(f"workload {workload} has no size '{size}'; sizes: {', '.join(spec.presets)}")
-    base = _validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
-                      hparams=fixed,
-                      ruleset=ruleset.value, results_dir=results_dir, data_dir=data_dir,
-                      options=dict(device=device, precision=precision, compile=compile, max_steps=max_steps,
-                                   budget_s=budget_s, eval_period_s=eval_period_s,
-                                   eval_period_steps=eval_every_steps, log_every_steps=log_every_steps))
+    WORKLOADS.get(workload).preset(size)
+    base = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
+                     hparams=fixed, ruleset=ruleset.value, results_dir=results_dir, data_dir=data_dir,
+                     options=run_options(device=device, precision=precision, compile=compile, max_steps=max_steps,
+                                         batch_size=batch_size, budget_s=budget_s, eval_period_s=eval_period_s,
+                                         eval_every_steps=eval_every_steps, log_every_steps=log_every_steps))
     n_trials = trials if trials is not None else (1 if ruleset is Ruleset.self else DEFAULT_TRIALS)
     configs = tuning.study_configs(base, space=space, trials=n_trials, studies=studies, seed=seed,
-                                   base_budget_s=budget_s or spec.presets[size].budget_s,
+                                   base_budget_s=budget_s or WORKLOADS.get(workload).preset(size).budget_s,
                                    self_budget_factor=self_budget_factor)
     for config in configs:  # types of sampled values (a string where a number belongs, ...)
         sub.hparams(config.hparams, source=f"search space {space.source}" if space else "--hparams")
@@ -132,6 +117,8 @@ def tune(
     _say_resume(plan)
     settings = None
     if wandb and plan.todo:
+        from algobench import tracking  # (only a --wandb study enters the W&B module)
+
         settings = tracking.settings_from_env(project=wandb_project, entity=wandb_entity).model_copy(update={
             "group": wandb_group or f"{workload}-{size}-{sub.name}-{ruleset.value}-seed{seed}", "job_type": "tune"})
         mode = tracking.resolve_mode(settings)
@@ -140,8 +127,8 @@ def tune(
                          if mode == "offline" else ""), highlight=False)
     if executor == "local":
         pool = ProcessPoolExecutor(jobs) if jobs > 1 else InProcessExecutor()
-    else:  # one job array (algobench/dispatch.py)
-        from algobench.dispatch import array_executor
+    else:  # one job array (algobench/slurm/submit.py; submitit and torch: only then)
+        from algobench.slurm.submit import array_executor
 
         pool = array_executor(executor, cluster=cluster, overrides=slurm or [], parallelism=jobs if jobs > 1 else None)
     title = f"{workload} ({size}) / {sub.name}, {ruleset.value} ruleset, {studies} x {n_trials} trials"
@@ -162,9 +149,6 @@ def _say_resume(plan) -> None:
 
 
 def _run(plan, executor, settings, title, hparams, *, tuned):
-    from algobench.study import run_study
-    from algobench.study_view import StudyView
-
     finished = [p.name for p in plan.finished]
     if not plan.todo:
         return run_study(plan, executor=executor)  # nothing to run: just the summaries
@@ -180,11 +164,6 @@ def _run(plan, executor, settings, title, hparams, *, tuned):
 
 
 def _report(outcome, *, tuned: list[str]) -> None:
-    from rich.table import Table
-
-    from algobench.study import offline_wandb_runs
-    from algobench.study_view import format_hparams
-
     by_study: dict[int, list] = {}
     for config, folder, summary in outcome.summaries:
         by_study.setdefault(config.study, []).append((folder, summary))
@@ -211,8 +190,7 @@ def _report(outcome, *, tuned: list[str]) -> None:
 
 
 def runs(
-    results: Annotated[list[Path] | None, typer.Argument(help="Results folders (default: results).",
-                                                         show_default=False)] = None,
+    results: ResultsArg = None,
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only this workload.")] = None,
     submission: Annotated[str | None, typer.Option("--submission", "-s", help="Only this submission.")] = None,
     size: Annotated[str | None, typer.Option(help="Only this size.")] = None,
@@ -225,10 +203,7 @@ def runs(
 
     Example: algobench runs results --workload gpt2 --submission adan --study 1
     """
-    from algobench.study import find_runs
-    from algobench.study_view import runs_table
-
-    rows = find_runs(results or [DEFAULT_RESULTS])
+    rows = find_runs(results_roots(results))
     wanted = {"workload": workload, "submission": submission, "size": size, "study": study, "status": status}
     rows = [r for r in rows if all(v is None or r[k] == v for k, v in wanted.items())]
     if fmt is RunsFormat.json:
@@ -238,8 +213,3 @@ def runs(
         console.print("no trials found" + (" matching the filters" if any(wanted.values()) else ""))
         return
     console.print(runs_table(rows, title=f"{len(rows)} trial(s)"))
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(tune)
-    app.command()(runs)

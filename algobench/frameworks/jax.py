@@ -1,5 +1,6 @@
-"""The JAX side of the framework seam: devices and precision, the workload base, optax submissions
-and the runner's hooks (init, evaluation, device sync, checkpoints).
+"""The JAX side of the framework seam: devices and precision, the workload base, and the runner's
+hooks (init, evaluation, device sync, snapshots, checkpoints). Optax submissions are a form of
+their own (algobench/forms/optax.py).
 
 Models are plain JAX, not flax: a model is a pure function of a flat dict of arrays named and
 shaped exactly like the torch model's parameters (`"h.0.attn.c_attn.weight": (3C, C)`). So
@@ -18,32 +19,25 @@ first step, on the clock (AlgoPerf's rule); its time is also reported as `compil
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from algobench import checkpoint as ckpt
 from algobench.distributed import Dist
 from algobench.errors import UserError
-from algobench.specs import Preset, RunOptions, TrialConfig, apply_overrides
-from algobench.workload import (
-    ParamKind,
-    PresetAttributes,
-    TorchBackend,
-    TorchWorkload,
-    WorkloadSpec,
-)
+from algobench.frameworks.base import PresetAttributes
+from algobench.frameworks.torch import TorchBackend, TorchWorkload
+from algobench.specs import Preset, RunOptions, TrialConfig
+from algobench.workload import ParamKind, WorkloadSpec
 
 Params = dict[str, jax.Array]
 Batch = dict[str, jax.Array]
@@ -213,89 +207,6 @@ def from_torch(model: torch.nn.Module) -> Params:
     return {name: jnp.asarray(p.detach().cpu().float().numpy()) for name, p in model.named_parameters()}
 
 
-# --- optax submissions -------------------------------------------------------------------------
-
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """torch's `clip_grad_norm_`: scale by min(1, max_norm / (norm + 1e-6)) (optax's own clip has
-    no 1e-6, which the parity tests would see)."""
-
-    def update(updates, state, params=None):
-        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(updates)))
-        scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def transformation(module: ModuleType, hparams: Any, workload: Any) -> optax.GradientTransformation:
-    """The submission's transformation with the learning rate as an injected hyperparameter (set
-    from `lr_schedule` on the host each step, as the torch simple form sets each group's lr), after
-    clipping to `hparams.grad_clip` when it has one."""
-
-    def make(learning_rate):
-        tx = module.make_optax(learning_rate=learning_rate, hparams=hparams, workload=workload)
-        if not isinstance(tx, optax.GradientTransformation):
-            raise TypeError(f"make_optax returned {type(tx).__name__}, not an optax.GradientTransformation")
-        grad_clip = getattr(hparams, "grad_clip", None)
-        return optax.chain(clip_by_global_norm(grad_clip), tx) if grad_clip else tx
-
-    return optax.inject_hyperparams(make)(learning_rate=0.0)
-
-
-class OptaxState:
-    """An optax submission's optimizer state: the transformation, its state and the compiled train
-    step. Checkpointed as the state's leaves (`state_dict` / `load_state_dict`)."""
-
-    def __init__(self, tx: optax.GradientTransformation, params: Params, workload: JaxWorkload) -> None:
-        self.tx, self.workload = tx, workload
-        self.opt_state = workload.backend.replicate(tx.init(params))
-        self._compiled: Callable | None = None
-
-    def _train_step(self, params: Params, opt_state: Any, batch: Batch, lr: jax.Array):
-        loss, grads = jax.value_and_grad(self.workload.loss)(params, batch)
-        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-        updates, opt_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    def step(self, params: Params, batch: Batch, lr: float) -> tuple[Params, jax.Array]:
-        """One update at learning rate `lr`: (new params, the batch's loss)."""
-        lr = jnp.asarray(lr, jnp.float32)
-        if self._compiled is None:  # ahead of time, so that the compile time can be reported
-            start = time.perf_counter()
-            step = jax.jit(self._train_step, donate_argnums=(0, 1))
-            self._compiled = step.lower(params, self.opt_state, batch, lr).compile()
-            self.workload.backend.compile_time_s += time.perf_counter() - start
-        params, self.opt_state, loss = self._compiled(params, self.opt_state, batch, lr)
-        return params, loss
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"leaves": [torch.from_numpy(np.array(leaf)) for leaf in jax.tree.leaves(self.opt_state)]}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        treedef = jax.tree.structure(self.opt_state)
-        leaves = [leaf.numpy() for leaf in state["leaves"]]
-        self.opt_state = self.workload.backend.replicate(jax.tree.unflatten(treedef, leaves))
-
-
-def optax_form(module: ModuleType) -> dict[str, Any]:
-    """The full form of an optax submission: schedule on the host, then one jitted step
-    (loss, gradients, clip, the submission's transformation, apply)."""
-    from algobench.submission import default_data_selection
-
-    def init_optimizer_state(*, workload, model_params, model_state, hyperparameters, rng):
-        return OptaxState(transformation(module, hyperparameters, workload), model_params, workload)
-
-    def update_params(*, workload, current_param_container, current_params_types, model_state,
-                      hyperparameters, batch, loss_type, optimizer_state, eval_results, global_step,
-                      rng, train_state=None):
-        lr = module.lr_schedule(step=global_step, step_hint=workload.step_hint, hparams=hyperparameters)
-        params, loss = optimizer_state.step(current_param_container, batch, lr)
-        return optimizer_state, params, model_state, loss
-
-    return {"init_optimizer_state": init_optimizer_state, "update_params": update_params,
-            "data_selection": default_data_selection, "prepare_for_eval": None, "get_batch_size": None}
-
-
 # --- the runner's hooks ----------------------------------------------------------------------------
 
 @jax.jit
@@ -304,15 +215,14 @@ def _all_finite(params: Params) -> jax.Array:
 
 
 class JaxFramework:
-    """What the runner asks of a framework (algobench/frameworks.py), for JAX."""
+    """What the runner asks of a framework (algobench/frameworks/base.py), for JAX."""
 
     name = "jax"
 
     def __init__(self, options: RunOptions) -> None:
         self.backend = JaxBackend.choose(options.device, options.precision)
 
-    def prepare(self, config: TrialConfig, spec: WorkloadSpec) -> JaxWorkload:
-        preset = apply_overrides(spec.presets[config.size], config.options)
+    def prepare(self, config: TrialConfig, spec: WorkloadSpec, preset: Preset) -> JaxWorkload:
         return spec.build_jax(preset=preset, size=config.size, data_dir=config.data_dir, backend=self.backend)
 
     def init_model(self, workload: JaxWorkload, seed: int, dist: Dist) -> Params:
@@ -333,7 +243,14 @@ class JaxFramework:
     def compile_time_s(self) -> float | None:
         return self.backend.compile_time_s
 
-    def save(self, path: Path, *, identity: str, progress: ckpt.Progress, model: Params, optimizer_state: Any,
+    def snapshot(self, params: Params) -> Params:
+        """A copy (the train step donates its input buffers, so the arrays themselves won't do)."""
+        return jax.tree.map(jnp.copy, params)
+
+    def load_snapshot(self, params: Params, snapshot: Params) -> Params:
+        return jax.tree.map(jnp.copy, snapshot)
+
+    def save(self, path: Path, *, identity: str, progress: dict, model: Params, optimizer_state: Any,
              model_state: Any) -> None:
         weights = {name: torch.from_numpy(np.array(p)) for name, p in model.items()}  # a torch state dict
         ckpt.save(path, identity=identity, progress=progress, model=weights, optimizer_state=optimizer_state,

@@ -5,8 +5,8 @@ submitit installs its handlers (USR2: checkpoint and requeue; TERM: ignore, USR2
 after unpickling the job, which imports torch and the workloads: seconds in which a preemption or
 time-limit signal would kill the task instead of having it checkpointed and requeued. This entry
 point ignores TERM as submitit does and notes an early USR2 in the environment
-(ALGOBENCH_EARLY_SIGNAL); `dispatch.TrialJob` then suspends the trial as soon as it can.
-Invoked as `python -m algobench.slurm_entry -u -m submitit.core._submit FOLDER`.
+(ALGOBENCH_EARLY_SIGNAL); `algobench.slurm.job.TrialJob` then suspends the trial as soon as it can.
+Invoked as `python -m algobench.slurm.entry -u -m submitit.core._submit FOLDER`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a preemption's TERM: USR2 follows
     args = [a for a in argv if a != "-u"]  # python's -u: unbuffered output, done here instead
     if len(args) != 3 or args[0] != "-m":
-        raise SystemExit(f"usage: python -m algobench.slurm_entry -u -m MODULE FOLDER, got {argv}")
+        raise SystemExit(f"usage: python -m algobench.slurm.entry -u -m MODULE FOLDER, got {argv}")
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     sys.argv = [args[1], args[2]]

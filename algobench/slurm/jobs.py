@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from algobench import layout
 from algobench.errors import UserError, closest
+from algobench.files import write_json
 
 JOBS_DIR = "_jobs"
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
 
 
 def jobs_dir(results_dir: Path) -> Path:
@@ -26,8 +27,6 @@ def jobs_dir(results_dir: Path) -> Path:
 
 def record(results_dir: Path, *, kind: str, cluster: str, tasks: list[tuple[str, Path, Path, Path]]) -> Path:
     """Write the record of one submission: tasks are (job id, trial folder, stdout, stderr)."""
-    from algobench.results import write_json
-
     job_id = tasks[0][0].split("_")[0]
     path = jobs_dir(results_dir) / f"{job_id}.json"
     write_json(path, {
@@ -126,10 +125,8 @@ def _expand(jid: str) -> list[str]:
 
 
 def _trial_status(trial_dir: Path) -> str | None:
-    try:
-        return json.loads((trial_dir / "summary.json").read_text())["status"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    summary = layout.read_summary(trial_dir)
+    return summary.status if isinstance(summary, layout.Summary) else None
 
 
 def cancel(results_dir: Path, job_id: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Scoring commands: score, leaderboard, report, plot profile, plot curves.
 
-`register(app)` adds them to the main CLI. Commands only parse, call `scoring`, and write.
+Commands only parse, call `scoring`, and write; algobench/cli/__init__.py registers them.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from algobench.cli.options import results_roots
 from algobench.errors import UserError
 
 if TYPE_CHECKING:  # scoring pulls in pandas and matplotlib: imported when a command runs
     from scoring.pipeline import ScoreOptions, Scored
 
-DEFAULT_RESULTS = Path("results")
 
 
 class RulesetChoice(str, Enum):
@@ -67,7 +67,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
 def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, tau_max: float,
                  baseline: str | None, bootstrap: int, seed: int, variant_rule: list[str] | None,
                  allow_mixed_hardware: bool, allow_mixed_frameworks: bool) -> ScoreOptions:
-    from scoring.pipeline import ScoreOptions
+    from scoring.pipeline import ScoreOptions  # (pandas, matplotlib: when the command runs)
 
     return ScoreOptions(
         ruleset=None if ruleset is None else ruleset.value, by=by.value, tau_max=tau_max,
@@ -78,14 +78,14 @@ def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, tau_max: float,
 
 def run_scoring(results: list[Path] | None, table: Path | None, options: ScoreOptions, *,
                 with_evals: bool = False) -> Scored:
-    from scoring.pipeline import score_results, score_table
+    from scoring.pipeline import score_results, score_table  # (pandas, matplotlib: when the command runs)
 
     if table is not None and results:
         raise UserError("give either RESULTS folders or --table, not both")
     if table is not None:
         scored = score_table(table, options=options)
     else:
-        scored = score_results(results or [DEFAULT_RESULTS], options=options,
+        scored = score_results(results_roots(results), options=options,
                                with_evals=with_evals)
     print_warnings(scored)
     return scored
@@ -145,7 +145,7 @@ def score(results: ResultsArg = None, table: TableOpt = None, ruleset: RulesetOp
           allow_mixed_hardware: MixedHardwareOpt = False,
           allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
     """Benchmark scores (AlgoPerf performance-profile area) with 90% bootstrap intervals."""
-    from scoring import tables
+    from scoring import tables  # (pandas, matplotlib: when the command runs)
 
     options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
                            bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
@@ -173,7 +173,7 @@ def leaderboard(results: ResultsArg = None, table: TableOpt = None, ruleset: Rul
                 variant_rule: VariantOpt = None, allow_mixed_hardware: MixedHardwareOpt = False,
                 allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
     """Leaderboard: rank, score with interval, per-workload time to target and ratio to best."""
-    from scoring.tables import leaderboard_table
+    from scoring.tables import leaderboard_table  # (pandas, matplotlib: when the command runs)
 
     options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
                            bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
@@ -188,7 +188,7 @@ def report(results: ResultsArg = None, out: OutOpt = Path("report.html"),
            variant_rule: VariantOpt = None, allow_mixed_hardware: MixedHardwareOpt = False,
            allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
     """One self-contained HTML report: leaderboard, profiles, curves, per-workload tables."""
-    from scoring.report import build_report
+    from scoring.report import build_report  # (pandas, matplotlib: when the command runs)
 
     check_out(out, allowed=("html", "htm"))
     options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
@@ -207,7 +207,7 @@ def plot_profile(results: ResultsArg = None, out: OutOpt = Path("profile.png"),
                  allow_mixed_hardware: MixedHardwareOpt = False,
                  allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
     """Performance profiles rho(tau), with bootstrap bands (PNG, SVG or PDF by extension)."""
-    from scoring.plots import FORMATS, profile_figure
+    from scoring.plots import FORMATS, profile_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
     options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=None,
@@ -224,7 +224,7 @@ def plot_curves(results: ResultsArg = None, out: OutOpt = Path("curves.png"),
                 allow_mixed_hardware: MixedHardwareOpt = False,
                 allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
     """Target metric against submission time: one subplot per workload, target as a line."""
-    from scoring.plots import FORMATS, curves_figure
+    from scoring.plots import FORMATS, curves_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
     options = make_options(ruleset=ruleset, by=ByChoice.time, tau_max=4.0, baseline=None,
@@ -237,18 +237,6 @@ def plot_curves(results: ResultsArg = None, out: OutOpt = Path("curves.png"),
 
 
 def figure_data(figure, fmt: str) -> bytes:
-    from scoring.plots import figure_bytes
+    from scoring.plots import figure_bytes  # (pandas, matplotlib: when the command runs)
 
     return figure_bytes(figure, fmt=fmt, dpi=150)
-
-
-def register(app: typer.Typer) -> None:
-    """Add score, leaderboard, report and `plot profile|curves` to `app`."""
-    app.command("score")(score)
-    app.command("leaderboard")(leaderboard)
-    app.command("report")(report)
-    plot = typer.Typer(help="Figures: performance profiles and validation curves.",
-                       no_args_is_help=True)
-    plot.command("profile")(plot_profile)
-    plot.command("curves")(plot_curves)
-    app.add_typer(plot, name="plot")

@@ -1,7 +1,6 @@
 """Commands of the submissions library: `algobench plot schedule NAME --steps N --out FILE.png`.
 
-`register(app)` adds `schedule` to the `plot` group that algobench.cli_scoring registers (or
-creates the group when scoring is absent). Commands only parse, call algobench.schedules, draw.
+Commands only parse, call algobench.schedules, draw.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import typer
 
 from algobench import schedules
 from algobench.errors import UserError
+from algobench.files import atomic_write
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
@@ -49,8 +49,7 @@ def plot_schedule(
     column = "grad_norm_l1" if norm == "l1" else "grad_norm"
     norms = schedules.load_grad_norms(grad_norms, column=column) if name == "refined" else None
     figure = schedule_figure(name, [lr_at(s) for s in range(steps)], grad_norms=norms, tau=tau)
-    from algobench.results import atomic_write
-    from scoring.plots import figure_bytes
+    from scoring.plots import figure_bytes  # (matplotlib: only when a figure is drawn)
 
     atomic_write(out, figure_bytes(figure, fmt=fmt, dpi=150))
     typer.echo(f"wrote {out}")
@@ -79,14 +78,3 @@ def schedule_figure(name: str, lrs: list[float], *, grad_norms=None, tau: float 
         twin.set_ylabel("gradient norm")
         figure.legend(loc="outside lower center", ncols=3, fontsize="small")
     return figure
-
-
-def register(app: typer.Typer) -> None:
-    """Add `plot schedule` to the `plot` group (created here if the scoring commands are absent)."""
-    for info in app.registered_groups:
-        if info.name == "plot" and info.typer_instance is not None:
-            info.typer_instance.command("schedule")(plot_schedule)
-            return
-    plot = typer.Typer(help="Figures: learning-rate schedules.", no_args_is_help=True)
-    plot.command("schedule")(plot_schedule)
-    app.add_typer(plot, name="plot")

@@ -1,42 +1,33 @@
-"""`algobench jobs` and `algobench cancel`, and `run --executor slurm|debug`: parse, then call dispatch."""
+"""`algobench jobs` and `algobench cancel`, and `run --executor slurm|debug`: parse, then call algobench.slurm."""
 
 from __future__ import annotations
 
 import json
-import os
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from algobench.cli.options import Format, FormatOpt, ResultsDirOpt, console, err_console
+from algobench.display import outcome_panel
 from algobench.errors import unknown
+from algobench.slurm import jobs as job_records
+from algobench.slurm.profile import EXECUTORS, load_profile
 from algobench.specs import TrialConfig
 
-console = Console()
-err_console = Console(stderr=True)
-DEFAULT_RESULTS = Path(os.environ.get("ALGOBENCH_RESULTS_DIR", "results"))
-DEFAULT_CLUSTER = os.environ.get("ALGOBENCH_CLUSTER", "dev")
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "REQUEUED": "yellow",
                "FAILED": "red", "CANCELLED": "red", "TIMEOUT": "red", "OUT_OF_MEMORY": "red"}
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-
-
 def submit_run(config: TrialConfig, *, executor: str, cluster: str, overrides: list[str], wait: bool) -> None:
     """`run --executor slurm|debug`: submit one trial; with --wait (always for debug), show its outcome."""
-    from algobench import dispatch
-    from algobench.display import outcome_panel
+    from algobench.slurm import submit  # (submitit and torch: only when submitting)
 
-    if executor not in dispatch.EXECUTORS:
-        raise unknown("executor", executor, dispatch.EXECUTORS)
-    profile = dispatch.load_profile(cluster, overrides) if executor == "slurm" else None
-    [sub] = dispatch.submit_trials([config], executor=executor, profile=profile, cluster=cluster)
+    if executor not in EXECUTORS:
+        raise unknown("executor", executor, EXECUTORS)
+    profile = load_profile(cluster, overrides) if executor == "slurm" else None
+    [sub] = submit.submit_trials([config], executor=executor, profile=profile, cluster=cluster)
     if executor == "slurm":
         console.print(f"submitted SLURM job [bold]{sub.job.job_id}[/] (cluster profile {cluster})\n"
                       f"  results: {sub.trial_dir}\n  log:     {sub.stdout}\n  errors:  {sub.stderr}",
@@ -47,7 +38,7 @@ def submit_run(config: TrialConfig, *, executor: str, cluster: str, overrides: l
             return
     try:
         with console.status(f"job {sub.job.job_id}: submitted") as status:
-            [summary] = dispatch.wait([sub], on_state=lambda state: status.update(f"job {sub.job.job_id}: {state}"))
+            [summary] = submit.wait([sub], on_state=lambda state: status.update(f"job {sub.job.job_id}: {state}"))
     except KeyboardInterrupt:
         err_console.print(f"stopped waiting; job {sub.job.job_id} goes on (algobench cancel {sub.job.job_id} "
                           "stops it)", highlight=False)
@@ -68,15 +59,12 @@ def _error_tail(sub) -> str:
 
 
 def jobs(
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="Where the jobs were submitted to "
-                                              "[env ALGOBENCH_RESULTS_DIR].")] = DEFAULT_RESULTS,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    results_dir: ResultsDirOpt = Path("results"),
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Submitted SLURM jobs: state (pending, running, completed, failed, requeued...), requeues,
     trial outcome, results folder and log. Example: algobench jobs --results-dir results"""
-    from algobench.jobs import task_rows
-
-    rows = task_rows(results_dir)
+    rows = job_records.task_rows(results_dir)
     if fmt is Format.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return
@@ -96,16 +84,8 @@ def jobs(
 def cancel(
     job: Annotated[str, typer.Argument(help="Job id (an array, or one task of it: 1234_5), as "
                                             "`algobench jobs` lists.")],
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="Where the job was submitted to "
-                                              "[env ALGOBENCH_RESULTS_DIR].")] = DEFAULT_RESULTS,
+    results_dir: ResultsDirOpt = Path("results"),
 ) -> None:
     """Cancel a submitted SLURM job; its trial folders stay, unfinished. Example: algobench cancel 1234"""
-    from algobench.jobs import cancel as cancel_job
-
-    folders = cancel_job(results_dir, job)
+    folders = job_records.cancel(results_dir, job)
     console.print(f"cancelled job {job}; trial folder(s) left unfinished: {', '.join(folders)}", highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("jobs")(jobs)
-    app.command("cancel")(cancel)

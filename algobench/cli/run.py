@@ -1,0 +1,160 @@
+"""`run` (one trial), `list workloads|submissions` and `data prepare`: parse, then call the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from algobench import submission as submission_lib
+from algobench.cli.options import (
+    BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
+    Format, FormatOpt, FrameworkOpt, HparamsOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsDirOpt, SizeOpt,
+    SlurmOpt, SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console,
+    run_options, validated, workload_names)
+from algobench.cli.slurm import submit_run
+from algobench.display import TrialDisplay, outcome_panel
+from algobench.specs import TrialConfig
+from workloads import WORKLOADS
+
+DEFAULT_DATA, DEFAULT_RESULTS = Path("data"), Path("results")
+
+
+def run(
+    workload: WorkloadOpt,
+    submission: SubmissionOpt,
+    size: SizeOpt = "smoke",
+    framework: FrameworkOpt = "torch",
+    hparams: HparamsOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
+    max_steps: MaxStepsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    budget_s: BudgetOpt = None,
+    eval_period_s: EvalPeriodOpt = None,
+    eval_every_steps: EvalEveryStepsOpt = None,
+    log_every_steps: LogEveryOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    compile: CompileOpt = "auto",
+    data_dir: DataDirOpt = DEFAULT_DATA,
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS,
+    wandb: WandbOpt = False,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    executor: Annotated[str, typer.Option(help="local (here), slurm (a SLURM job, see --cluster) or debug "
+                                          "(the job's code path, in this process).")] = "local",
+    cluster: ClusterOpt = "dev",
+    slurm: SlurmOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--executor slurm: block until the job ends "
+                                       "and show the outcome.")] = False,
+) -> None:
+    """Run one trial: train WORKLOAD with SUBMISSION until the validation target, the budget or a failure.
+
+    Example: algobench run --workload gpt2 --submission adan --size smoke --seed 1
+    """
+    from algobench.trial import execute  # (torch: loaded when a trial runs, not for --help)
+
+    overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
+    config = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
+                       hparams=overrides, seed=seed, results_dir=results_dir, data_dir=data_dir,
+                       options=run_options(device=device, precision=precision, compile=compile,
+                                           max_steps=max_steps, batch_size=batch_size, budget_s=budget_s,
+                                           eval_period_s=eval_period_s, eval_every_steps=eval_every_steps,
+                                           log_every_steps=log_every_steps))
+    if overrides:  # name the file in errors about its fields
+        submission_lib.load(submission, framework=framework).hparams(overrides, source=str(hparams))
+    if executor != "local":
+        submit_run(config, executor=executor, cluster=cluster, overrides=slurm or [], wait=wait)
+        return
+    display = TrialDisplay(console)
+    consumers: list = [display]
+    if wandb:  # (a --no-wandb run never enters the W&B module)
+        from algobench.tracking import WandbTracker, settings_from_env
+
+        consumers.append(WandbTracker(settings_from_env(project=wandb_project, entity=wandb_entity),
+                                      notify=lambda message: console.print(message, highlight=False, markup=False)))
+    try:
+        summary, trial_dir = execute(config, consumers)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the trial folder has no summary.json (unfinished)")
+        raise typer.Exit(130) from None
+    if summary is not None:  # None on the other ranks of a torchrun
+        console.print(outcome_panel(summary, trial_dir))
+
+
+def list_workloads(fmt: FormatOpt = Format.table) -> None:
+    """Every workload and size with its target, budget and eval period. Example: algobench list workloads --format json"""
+    rows = []
+    for name in WORKLOADS.names():
+        spec = WORKLOADS.get(name)
+        for size, p in spec.presets.items():
+            rows.append({"workload": name, "size": size, "target": p.target.model_dump(), "budget_s": p.budget_s,
+                         "eval_period_s": p.eval_period_s, "eval_period_steps": p.eval_period_steps,
+                         "step_hint": p.step_hint, "batch_size": p.batch_size, "frameworks": list(spec.frameworks),
+                         "algoperf_name": spec.algoperf_name, "how_target_was_set": p.how_target_was_set,
+                         "description": spec.description})
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="workloads")
+    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch", "frameworks"):
+        table.add_column(col)
+    for r in rows:
+        t = r["target"]
+        every = f"{r['eval_period_steps']} steps" if r["eval_period_steps"] else f"{r['eval_period_s']:g} s"
+        table.add_row(r["workload"], r["size"], f"{t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']:g}",
+                      f"{r['budget_s']:g} s", every, str(r["step_hint"]), str(r["batch_size"]),
+                      ", ".join(r["frameworks"]))
+    console.print(table)
+
+
+def list_submissions(fmt: FormatOpt = Format.table) -> None:
+    """Every built-in submission: form, paper, optimizer state in bytes per parameter (measured on the
+    GPT-2 smoke model) and default hyperparameters. Example: algobench list submissions"""
+    from algobench.library import cached_state_bytes_per_param  # (torch: builds the GPT-2 smoke model)
+
+    rows = []
+    with err_console.status("measuring optimizer state on the GPT-2 smoke model"):
+        for name in submission_lib.builtin_names():
+            sub = submission_lib.load(name)
+            try:
+                state_bytes = round(cached_state_bytes_per_param(sub), 3)
+            except Exception as err:  # a broken submission still gets listed
+                err_console.print(f"warning: {name}: state not measured: {type(err).__name__}: {err}",
+                                  markup=False, highlight=False)
+                state_bytes = None
+            rows.append({"submission": name, "form": sub.form, "frameworks": list(sub.frameworks), "paper": sub.paper,
+                         "state_bytes_per_param": state_bytes,
+                         "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path)})
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="submissions (state: optimizer state in bytes per parameter, GPT-2 smoke)")
+    for col in ("submission", "form", "frameworks", "paper", "state", "defaults"):
+        table.add_column(col, overflow="fold", justify="right" if col == "state" else "left")
+    for r in rows:
+        state = "?" if r["state_bytes_per_param"] is None else f"{r['state_bytes_per_param']:.2f}"
+        table.add_row(r["submission"], r["form"], ", ".join(r["frameworks"]), r["paper"], state,
+                      ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+    console.print(table)
+
+
+def data_prepare(
+    workload: Annotated[str, typer.Argument(help="Workload name, e.g. gpt2.", autocompletion=workload_names)],
+    size: SizeOpt = "smoke",
+    data_dir: DataDirOpt = DEFAULT_DATA,
+    source: Annotated[Path | None, typer.Option(help="Local text: a file or folder of .txt/.jsonl/.parquet "
+                                                "documents, instead of the default download.")] = None,
+    shards: Annotated[Path | None, typer.Option(help="A folder of existing token shards (e.g. modded-nanogpt's "
+                                                "fineweb_train_*.bin): checked and linked.")] = None,
+) -> None:
+    """Prepare WORKLOAD's data for SIZE. Example: algobench data prepare gpt2 --size smoke"""
+    spec = WORKLOADS.get(workload)
+    spec.preset(size)
+    options = {k: v for k, v in {"source": source, "shards": shards}.items() if v is not None}
+    with console.status(f"preparing {workload} ({size}) in {data_dir}"):
+        out = spec.data.prepare(size, data_dir, **options)
+    console.print(f"prepared {workload} ({size}): {out}")
