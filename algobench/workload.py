@@ -52,6 +52,25 @@ class WorkloadSpec:
     build_jax: Callable[..., Any] | None = None  # the same, returning a frameworks.jax.JaxWorkload
     cost: Callable[[Preset], Any] | None = None  # (preset) -> algobench.flops.ModelCost: params and FLOPs
 
+    def __post_init__(self) -> None:
+        # Every built workload carries its spec's loss type and AlgoPerf name, however it is built.
+        for field in ("build_torch", "build_jax"):
+            build = getattr(self, field)
+            if build is not None:
+                object.__setattr__(self, field, self._stamped(build))
+
+    def _stamped(self, build: Callable[..., Any]) -> Callable[..., Any]:
+        if getattr(build, "stamped_by", None) is self.name:
+            return build
+
+        def stamped(**kwargs: Any) -> Any:
+            workload = build(**kwargs)
+            workload.loss_type, workload.algoperf_name = self.loss_type, self.algoperf_name
+            return workload
+
+        stamped.stamped_by = self.name  # type: ignore[attr-defined]
+        return stamped
+
     @property
     def frameworks(self) -> tuple[str, ...]:
         return ("torch", "jax") if self.build_jax is not None else ("torch",)

@@ -79,7 +79,7 @@ class TorchWorkload(PresetAttributes):
     backend: TorchBackend
     data_dir: Path
     param_types: dict[str, ParamKind] = field(default_factory=dict)  # filled by init_model
-    loss_type: LossType = "softmax_cross_entropy"  # set from the spec by TorchFramework.prepare
+    loss_type: LossType = "softmax_cross_entropy"  # stamped from the spec when built (WorkloadSpec)
     algoperf_name: str | None = None  # likewise
 
     # --- the parts a workload defines ---------------------------------------------------
@@ -170,9 +170,7 @@ class TorchFramework:
         self.backend = backend
 
     def prepare(self, config: TrialConfig, spec: WorkloadSpec, preset: Preset) -> TorchWorkload:
-        workload = spec.build_torch(preset=preset, size=config.size, data_dir=config.data_dir, backend=self.backend)
-        workload.loss_type, workload.algoperf_name = spec.loss_type, spec.algoperf_name
-        return workload
+        return spec.build_torch(preset=preset, size=config.size, data_dir=config.data_dir, backend=self.backend)
 
     def init_model(self, workload: TorchWorkload, seed: int, dist: Dist) -> torch.nn.Module:
         model = distributed.wrap(workload.init_model(seed), dist, self.backend.device)
