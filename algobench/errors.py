@@ -20,8 +20,9 @@ class UserError(Exception):
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid choices nearest to `name`, best first (falls back to all if none is close)."""
     choices = sorted(choices)
-    near = difflib.get_close_matches(name, choices, n=n, cutoff=0.4)
-    return near or choices[:n]
+    by_lower = {c.lower(): c for c in choices}  # `GPT2` is nearest to `gpt2`: case is ignored
+    near = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.4)
+    return [by_lower[c] for c in near] or choices[:n]
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:

@@ -103,6 +103,10 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
     `Suspended` and stops. `dist` is this process's rank in data-parallel training."""
     t = _setup(config, submission, checkpoint, dist)
     yield t.started
+    if t.setup_failure:  # the submission's init_optimizer_state raised: a failed trial, recorded
+        yield t.ended(t.setup_failure)
+        t.monitor.stop()
+        return
     can_suspend = checkpoint is not None and suspend is not None
     t.clock.resume()
     while True:
@@ -163,6 +167,7 @@ class _Trial:
     stop: str | None = None  # set by a step that ends training (TrainingComplete)
     agreed_elapsed_s: float | None = None  # DDP: the submission time all ranks agreed on
     suspend_agreed: bool = False
+    setup_failure: Failure | None = None  # init_optimizer_state raised
 
     # --- one step, on the clock ----------------------------------------------------------------
     def train_step(self) -> Failure | None:
@@ -414,8 +419,13 @@ def _setup(config: TrialConfig, sub: submission_lib.Submission | None, checkpoin
     model_state = None
     # --batch-size, else the submission's choice (None: no opinion), else the preset's
     batch_size = opts.batch_size or (sub.get_batch_size(workload) if sub.get_batch_size else None) or preset.batch_size
-    optimizer_state = sub.init_optimizer_state(workload=workload, model_params=model, model_state=model_state,
-                                               hyperparameters=hparams, rng=_rng(config.seed, 0))
+    setup_failure = None
+    try:
+        optimizer_state = sub.init_optimizer_state(workload=workload, model_params=model, model_state=model_state,
+                                                   hyperparameters=hparams, rng=_rng(config.seed, 0))
+    except Exception as err:  # the submission failed, not the harness: recorded as a failed trial
+        optimizer_state, setup_failure = None, (f"exception in init_optimizer_state: {type(err).__name__}: {err}",
+                                                traceback.format_exc())
     identity = ckpt.identity(config, sub.sha256)
     found, discarded = ckpt.find(checkpoint, identity=identity, dist=dist)
     state = LoopState.from_checkpoint(found.progress) if found else LoopState(next_eval_s=preset.eval_period_s)
@@ -423,7 +433,7 @@ def _setup(config: TrialConfig, sub: submission_lib.Submission | None, checkpoin
         seed=config.seed, batch_size=batch_size, rank=dist.rank, world_size=dist.world_size,
         start_step=state.batches_drawn), drawn=state.batches_drawn)
     resume = None
-    if found is not None:  # after the batches: restoring sets the RNGs as they were at suspension
+    if found is not None and setup_failure is None:  # after the batches: restoring sets the RNGs as they were at suspension
         model, optimizer_state, model_state = framework.restore(found, model=model, optimizer_state=optimizer_state,
                                                                 model_state=model_state)
         resume = Resume(step=state.step, requeues=state.requeues, submission_time_s=state.submission_time_s,
@@ -441,7 +451,7 @@ def _setup(config: TrialConfig, sub: submission_lib.Submission | None, checkpoin
                identity=identity, dist=dist, started=started, clock=clock, monitor=monitor,
                refiner=Refiner(enabled=sub.prepare_for_eval is None),
                pass_train_state=takes_train_state(sub.update_params),
-               wall_start=time.perf_counter() - state.wall_time_s)
+               wall_start=time.perf_counter() - state.wall_time_s, setup_failure=setup_failure)
     return t
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SIZES = ("smoke", "small", "full")
+DEFAULT_RESULTS_DIR, DEFAULT_DATA_DIR = Path("results"), Path("data")  # relative to the current folder
 Size = Literal["smoke", "small", "full"]
 
 
@@ -64,8 +65,8 @@ class RunOptions(Frozen):
     compile: Literal["auto", "on", "off"] = "auto"
     max_steps: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)  # global batch, overriding submission and preset
-    budget_s: float | None = Field(default=None, gt=0)
-    eval_period_s: float | None = Field(default=None, gt=0)
+    budget_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    eval_period_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     eval_period_steps: int | None = Field(default=None, gt=0)
     log_every_steps: int | None = Field(default=None, gt=0)
 
@@ -78,12 +79,12 @@ class TrialConfig(Frozen):
     submission: str  # registry name or path to a file
     framework: Literal["torch", "jax"] = "torch"  # scored apart (scoring --allow-mixed-frameworks)
     hparams: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy's and torch's seed range
     ruleset: Literal["external", "self"] = "external"
     study: int | None = None
     trial: int | None = None
-    results_dir: Path = Path("results")
-    data_dir: Path = Path("data")
+    results_dir: Path = DEFAULT_RESULTS_DIR
+    data_dir: Path = DEFAULT_DATA_DIR
     options: RunOptions = RunOptions()
 
     @model_validator(mode="after")

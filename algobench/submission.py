@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 
 from algobench import algoperf
+from algobench import hparam_ranges
 from algobench.errors import UserError, closest, unknown
 from algobench.events import SubmissionInfo
 from algobench.forms import base
@@ -90,6 +91,7 @@ class Submission:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise UserError(f"{source}: '{key}' must be a number, got {value!r}")
             values[key] = value
+        hparam_ranges.check(dict(overrides or {}), source=source, extra=getattr(self.module, "HPARAM_RANGES", None))
         return values
 
 
@@ -110,14 +112,21 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     if name_or_path.endswith(".py") or "/" in name_or_path:
         path = Path(name_or_path).expanduser()
         if path.is_dir():
+            if not (path / "submission.py").is_file():
+                raise UserError(f"submission {name_or_path}: a folder without submission.py")
             path = path / "submission.py"
         if not path.is_file():
             raise UserError(f"submission file not found: {name_or_path}")
+        if path.suffix != ".py":
+            raise UserError(f"submission {name_or_path}: not a Python file (a submission is a .py file)")
         return (path.parent.name if path.name == "submission.py" else path.stem), path.resolve()
     root = submissions_dir()
     for path in (root / f"{name_or_path}.py", root / name_or_path / "submission.py"):
         if path.is_file():
             return name_or_path, path
+    if Path(name_or_path).is_dir():
+        raise UserError(f"submission {name_or_path}: a folder, not a built-in name; give ./{name_or_path} "
+                        f"(a folder holding submission.py) or a .py file")
     raise unknown("submission", name_or_path, builtin_names())
 
 
@@ -160,6 +169,8 @@ def load(name_or_path: str, framework: str = "torch") -> Submission:
         fns = adapter.adapt(module)
         fns["data_selection"] = fns["data_selection"] or base.default_data_selection
     elif form != "optax":
+        if form == "simple":
+            simple.check_signatures(module, path)
         fns = {"full": base.full_form, "simple": simple.full_form}[form](module)
     try:
         defaults = base.hparams_mapping(getattr(module, "HPARAMS", None))
@@ -237,6 +248,9 @@ def _import(name: str, path: Path) -> ModuleType:
     except ImportError as err:
         del sys.modules[module_name]
         raise UserError(f"submission {path} failed to import: {err}") from None
+    except SystemExit as err:
+        del sys.modules[module_name]
+        raise UserError(f"submission {path} calls sys.exit({err.code!r}) when imported") from None
     return module
 
 

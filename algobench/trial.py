@@ -10,6 +10,7 @@ before it starts and that it is over (exit code 0, 1 for a failure, 130 for Ctrl
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from algobench import checkpoint as ckpt
 from algobench import distributed
 from algobench import submission as submission_lib
+from algobench.errors import UserError
 from algobench.events import Ended, Event, Suspended
 from algobench.layout import trial_dir
 from algobench.recorder import TrialRecorder
@@ -34,6 +36,14 @@ class TrialSuspended(Exception):
         where = event.checkpoint or f"nowhere: {event.error}"
         super().__init__(f"suspended at step {event.step}; checkpoint: {where}")
         self.event, self.trial_dir = event, trial_dir
+
+
+class TrialInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a trial: its folder is left without summary.json (unfinished)."""
+
+    def __init__(self, trial_dir: Path) -> None:
+        super().__init__(f"interrupted: {trial_dir} has no summary.json (an unfinished trial)")
+        self.trial_dir = trial_dir
 
 
 def folder_for(config: TrialConfig) -> Path:
@@ -55,18 +65,21 @@ def execute(config: TrialConfig, consumers: Sequence[Consumer] = (), *, trial_di
     distributed.init(dist, config.options.device)
     sub = submission_lib.load(config.submission, framework=config.framework)
     folder = distributed.from_main(dist, trial_dir or folder_for(config))
+    fresh = not folder.exists()  # a folder this call makes is removed again if the trial never starts
     recorder = TrialRecorder(folder) if dist.is_main else None
     feed = [recorder, *consumers] if recorder is not None else []
     for consumer in feed:
         if hasattr(consumer, "open"):
             consumer.open(folder)
     exit_code = 1  # unless the trial ends: a harness error
+    started = False
     try:
         checkpoint = ckpt.path_in(folder) if resumable else None
         for event in run_trial(config, sub, checkpoint=checkpoint, suspend=suspend, dist=dist):
             if isinstance(event, Suspended):
                 exit_code = 0
                 raise TrialSuspended(event, folder)
+            started = True
             for consumer in feed:
                 consumer(event)
             if isinstance(event, Ended):
@@ -74,6 +87,10 @@ def execute(config: TrialConfig, consumers: Sequence[Consumer] = (), *, trial_di
         return (recorder.summary if recorder is not None else None), folder
     except KeyboardInterrupt:
         exit_code = 130
+        raise TrialInterrupted(folder) from None
+    except UserError:  # bad input found while setting up (data, shards): no trial is recorded
+        if not started and fresh and dist.is_main:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     finally:
         for consumer in feed:

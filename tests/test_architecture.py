@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("algobench", "algobench.__main__", "algobench.errors", "algobench.specs", "algobench.registry",
      "algobench.clock", "algobench.fingerprint", "algobench.files", "algobench.events", "algobench.layout",
      "algobench.contention", "algobench.distributed", "algobench.flops", "algobench.schedules",
-     "algobench.tuning"),
+     "algobench.tuning", "algobench.hparam_ranges"),
     ("algobench.workload", "algobench.submission", "algobench.forms", "algobench.algoperf",
      "algobench.checkpoint", "algobench.recorder"),
     ("algobench.frameworks",),

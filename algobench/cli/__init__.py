@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from algobench.cli import library, run, scoring, slurm, tune
 from algobench.cli.options import err_console
@@ -44,5 +45,5 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)

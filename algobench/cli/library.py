@@ -12,7 +12,8 @@ import typer
 
 from algobench import schedules
 from algobench.errors import UserError
-from algobench.files import atomic_write
+from algobench.cli.options import check_ranges, write_output
+from algobench.hparam_ranges import COUNT, FRACTION, POSITIVE, Range
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
@@ -43,6 +44,10 @@ def plot_schedule(
     if fmt not in FIGURE_FORMATS:
         raise UserError(f"cannot write '{out}': unknown extension '{out.suffix or '(none)'}'; "
                         f"use {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    check_ranges(dict(steps=steps, peak_lr=peak_lr, warmup_frac=warmup_frac, cooldown_frac=cooldown_frac,
+                      final_lr_frac=final_lr_frac, tau=tau),
+                 dict(steps=COUNT, peak_lr=POSITIVE, warmup_frac=FRACTION, cooldown_frac=FRACTION,
+                      final_lr_frac=FRACTION, tau=Range(0.0, 1.0, lo_open=True)))
     lr_at = schedules.named(name, steps=steps, peak_lr=peak_lr, warmup_frac=warmup_frac,
                             cooldown_frac=cooldown_frac, final_lr_frac=final_lr_frac, grad_norms=grad_norms,
                             tau=tau, norm=norm)
@@ -51,7 +56,7 @@ def plot_schedule(
     figure = schedule_figure(name, [lr_at(s) for s in range(steps)], grad_norms=norms, tau=tau)
     from scoring.plots import figure_bytes  # (matplotlib: only when a figure is drawn)
 
-    atomic_write(out, figure_bytes(figure, fmt=fmt, dpi=150))
+    write_output(out, figure_bytes(figure, fmt=fmt, dpi=150))
     typer.echo(f"wrote {out}")
 
 

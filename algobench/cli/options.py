@@ -13,6 +13,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from algobench.errors import UserError
+from algobench.files import atomic_write
+from algobench.hparam_ranges import Range
+from algobench.specs import DEFAULT_RESULTS_DIR
 
 # Wide enough that tables and paths are not cut at 80 columns when the output is a file or a pipe.
 console = Console(width=None if os.isatty(1) else 160)
@@ -23,7 +26,7 @@ RESULTS_ENV, DATA_ENV = "ALGOBENCH_RESULTS_DIR", "ALGOBENCH_DATA_DIR"
 
 def default_results() -> Path:
     """The results folder when none is given: $ALGOBENCH_RESULTS_DIR, else ./results."""
-    return Path(os.environ.get(RESULTS_ENV) or "results")
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
 
 
 def results_roots(given: list[Path] | None) -> list[Path]:
@@ -54,8 +57,49 @@ def validated(model: Any, **fields: Any) -> Any:
         return model(**fields)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p != "options")
-        raise UserError(f"invalid {where}: {first['msg']}") from None
+        field = str(first["loc"][-1]) if first["loc"] else "config"
+        flag = "--" + FLAGS.get(field, field).replace("_", "-")
+        raise UserError(f"invalid {flag} {first.get('input')!r}: {first['msg']}") from None
+
+
+FLAGS = {"eval_period_steps": "eval_every_steps"}  # config field -> option name, where they differ
+
+
+def usable_folder(path: Path, flag: str, *, writable: bool = True) -> Path:
+    """A folder the command uses, created if missing: a UserError unless that works (and, if
+    `writable`, unless it can be written to)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot create it ({err.strerror})") from None
+    if writable and not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: not writable")
+    return path
+
+
+def write_output(path: Path, data: bytes, flag: str = "--out") -> None:
+    """Write a file the user asked for (atomically); a UserError naming it when that fails."""
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot write it ({err.strerror or err})") from None
+
+
+def check_ranges(values: dict[str, Any], ranges: dict[str, Range]) -> None:
+    """Each option's value inside its range, else a UserError naming the option."""
+    for name, value in values.items():
+        if not ranges[name].contains(value):
+            raise UserError(f"--{name.replace('_', '-')} must be {ranges[name]}, got {value!r}")
+
+
+def _not_empty(flag: str):
+    def parse(value: str) -> Path:
+        if not str(value).strip():
+            raise UserError(f"{flag} is empty: give a folder (an empty value would write into the current one)")
+        return Path(value)
+    return parse
 
 
 FormatOpt = Annotated[Format, typer.Option("--format", help="table or json.")]
@@ -67,9 +111,9 @@ SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submissi
 SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
 FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.\\[jax]'; "
                                            "see: algobench list workloads).")]
-DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_ENV,
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_ENV, parser=_not_empty("--data-dir"),
                                           help=f"Where prepared data lives [env {DATA_ENV}].")]
-ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", envvar=RESULTS_ENV,
+ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", envvar=RESULTS_ENV, parser=_not_empty("--results-dir"),
                                              help=f"Where trial folders go [env {RESULTS_ENV}].")]
 ResultsArg = Annotated[list[Path] | None, typer.Argument(
     help=f"Results folders (default: ${RESULTS_ENV}, else results).", show_default=False)]

@@ -14,13 +14,14 @@ from algobench.cli.options import (
     BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
     Format, FormatOpt, FrameworkOpt, HparamsOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsDirOpt, SizeOpt,
     SlurmOpt, SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console,
-    run_options, validated, workload_names)
+    run_options, usable_folder, validated, workload_names)
+from algobench.errors import UserError
+from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 from algobench.cli.slurm import submit_run
 from algobench.display import TrialDisplay, outcome_panel
 from algobench.specs import TrialConfig
 from workloads import WORKLOADS
 
-DEFAULT_DATA, DEFAULT_RESULTS = Path("data"), Path("results")
 
 
 def run(
@@ -39,8 +40,8 @@ def run(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     compile: CompileOpt = "auto",
-    data_dir: DataDirOpt = DEFAULT_DATA,
-    results_dir: ResultsDirOpt = DEFAULT_RESULTS,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS_DIR,
     wandb: WandbOpt = False,
     wandb_project: WandbProjectOpt = None,
     wandb_entity: WandbEntityOpt = None,
@@ -55,7 +56,7 @@ def run(
 
     Example: algobench run --workload gpt2 --submission adan --size smoke --seed 1
     """
-    from algobench.trial import execute  # (torch: loaded when a trial runs, not for --help)
+    from algobench.trial import TrialInterrupted, execute  # (torch: loaded when a trial runs, not for --help)
 
     overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
     config = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
@@ -66,6 +67,8 @@ def run(
                                            log_every_steps=log_every_steps))
     if overrides:  # name the file in errors about its fields
         submission_lib.load(submission, framework=framework).hparams(overrides, source=str(hparams))
+    usable_folder(config.data_dir, "--data-dir", writable=False)
+    usable_folder(config.results_dir, "--results-dir")
     if executor != "local":
         submit_run(config, executor=executor, cluster=cluster, overrides=slurm or [], wait=wait)
         return
@@ -78,8 +81,9 @@ def run(
                                       notify=lambda message: console.print(message, highlight=False, markup=False)))
     try:
         summary, trial_dir = execute(config, consumers)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the trial folder has no summary.json (unfinished)")
+    except KeyboardInterrupt as err:
+        err_console.print(str(err) if isinstance(err, TrialInterrupted) else "interrupted", highlight=False,
+                          markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
     if summary is not None:  # None on the other ranks of a torchrun
         console.print(outcome_panel(summary, trial_dir))
@@ -145,7 +149,7 @@ def list_submissions(fmt: FormatOpt = Format.table) -> None:
 def data_prepare(
     workload: Annotated[str, typer.Argument(help="Workload name, e.g. gpt2.", autocompletion=workload_names)],
     size: SizeOpt = "smoke",
-    data_dir: DataDirOpt = DEFAULT_DATA,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     source: Annotated[Path | None, typer.Option(help="Local text: a file or folder of .txt/.jsonl/.parquet "
                                                 "documents, instead of the default download.")] = None,
     shards: Annotated[Path | None, typer.Option(help="A folder of existing token shards (e.g. modded-nanogpt's "
@@ -155,6 +159,24 @@ def data_prepare(
     spec = WORKLOADS.get(workload)
     spec.preset(size)
     options = {k: v for k, v in {"source": source, "shards": shards}.items() if v is not None}
-    with console.status(f"preparing {workload} ({size}) in {data_dir}"):
-        out = spec.data.prepare(size, data_dir, **options)
+    for flag, path in options.items():
+        if not path.exists():
+            raise UserError(f"--{flag} {path}: no such file or folder")
+    usable_folder(data_dir, "--data-dir")
+    try:
+        with console.status(f"preparing {workload} ({size}) in {data_dir}"):
+            out = spec.data.prepare(size, data_dir, **options)
+    except Exception as err:
+        if _network_error(err):
+            raise UserError(f"data prepare {workload} --size {size}: the download failed ({type(err).__name__}: "
+                            f"{err}); offline, give local data with --source (or --shards for gpt2)") from None
+        if isinstance(err, OSError):
+            raise UserError(f"data prepare {workload} --size {size}: {err}") from None
+        raise
     console.print(f"prepared {workload} ({size}): {out}")
+
+
+def _network_error(err: BaseException) -> bool:
+    """A download that could not reach its server (no network, a proxy, a dead mirror)."""
+    http_libraries = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "huggingface_hub"}
+    return isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.split(".")[0] in http_libraries

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from algobench.cli.options import Format, FormatOpt, ResultsDirOpt, console, err_console
 from algobench.display import outcome_panel
+from algobench.specs import DEFAULT_RESULTS_DIR
 from algobench.errors import unknown
 from algobench.slurm import jobs as job_records
 from algobench.slurm.profile import EXECUTORS, load_profile
@@ -59,7 +59,7 @@ def _error_tail(sub) -> str:
 
 
 def jobs(
-    results_dir: ResultsDirOpt = Path("results"),
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS_DIR,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Submitted SLURM jobs: state (pending, running, completed, failed, requeued...), requeues,
@@ -84,7 +84,7 @@ def jobs(
 def cancel(
     job: Annotated[str, typer.Argument(help="Job id (an array, or one task of it: 1234_5), as "
                                             "`algobench jobs` lists.")],
-    results_dir: ResultsDirOpt = Path("results"),
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS_DIR,
 ) -> None:
     """Cancel a submitted SLURM job; its trial folders stay, unfinished. Example: algobench cancel 1234"""
     folders = job_records.cancel(results_dir, job)

@@ -19,7 +19,8 @@ from algobench.cli.options import (
     BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
     FrameworkOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsArg, ResultsDirOpt, SizeOpt, SlurmOpt,
     SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console, results_roots,
-    run_options, validated)
+    run_options, usable_folder, validated)
+from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 from algobench.errors import UserError
 from algobench.specs import TrialConfig
 from algobench.study import InProcessExecutor, ProcessPoolExecutor, find_runs, offline_wandb_runs, plan_study, \
@@ -68,8 +69,8 @@ def tune(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     compile: CompileOpt = "auto",
-    data_dir: DataDirOpt = Path("data"),
-    results_dir: ResultsDirOpt = Path("results"),
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    results_dir: ResultsDirOpt = DEFAULT_RESULTS_DIR,
     wandb: WandbOpt = False,
     wandb_project: WandbProjectOpt = None,
     wandb_entity: WandbEntityOpt = None,
@@ -106,6 +107,8 @@ def tune(
                      options=run_options(device=device, precision=precision, compile=compile, max_steps=max_steps,
                                          batch_size=batch_size, budget_s=budget_s, eval_period_s=eval_period_s,
                                          eval_every_steps=eval_every_steps, log_every_steps=log_every_steps))
+    usable_folder(base.data_dir, "--data-dir", writable=False)
+    usable_folder(base.results_dir, "--results-dir")
     n_trials = trials if trials is not None else (1 if ruleset is Ruleset.self else DEFAULT_TRIALS)
     configs = tuning.study_configs(base, space=space, trials=n_trials, studies=studies, seed=seed,
                                    base_budget_s=budget_s or WORKLOADS.get(workload).preset(size).budget_s,

@@ -5,12 +5,14 @@ full form. One update is `simple_step`: schedule, zero_grad, loss, backward, (cl
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import torch
 
+from algobench.errors import UserError
 from algobench.forms.base import default_data_selection
 
 
@@ -33,6 +35,23 @@ def simple_step(module: ModuleType, optimizer: torch.optim.Optimizer, *, workloa
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
+
+
+SIGNATURES = {"make_optimizer": ("model", "hparams", "workload"), "lr_schedule": ("step", "step_hint", "hparams")}
+
+
+def check_signatures(module: ModuleType, path: Any) -> None:
+    """Both functions must take their arguments by keyword; a UserError shows the signature wanted."""
+    for name, keywords in SIGNATURES.items():
+        fn = getattr(module, name)
+        try:
+            inspect.signature(fn).bind(**dict.fromkeys(keywords))
+        except TypeError as err:
+            raise UserError(f"submission {path}: {name}{inspect.signature(fn)} cannot be called as "
+                            f"{name}({', '.join(k + '=...' for k in keywords)}) ({err}); write "
+                            f"def {name}(*, {', '.join(keywords)})") from None
+        except ValueError:  # no signature to read (a builtin): let the call tell
+            continue
 
 
 def full_form(module: ModuleType) -> dict[str, Any]:

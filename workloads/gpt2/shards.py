@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from algobench.errors import UserError
 from algobench.files import atomic_write
 
 MAGIC, VERSION, HEADER_INTS = 20240520, 1, 256
 
 
-class ShardError(ValueError):
-    pass
+class ShardError(UserError):
+    """A token shard that is missing, truncated or not a shard: bad input, one line."""
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> None:

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from algobench.errors import UserError
 from algobench.files import atomic_write
 
 INDEX_DTYPE = np.dtype([("shard", "<u2"), ("offset", "<u8"), ("length", "<u4"), ("label", "<i4")])
 SHARD_BYTES = 1 << 30
 
 
-class ImageShardError(ValueError):
+class ImageShardError(UserError):
     pass
 
 
