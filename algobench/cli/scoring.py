@@ -66,7 +66,8 @@ ContendedOpt = Annotated[bool, typer.Option(
     "summary.json), marked ⚠; refused otherwise.")]
 OverridesOpt = Annotated[bool, typer.Option(
     "--allow-overrides", help="Rank together trials of one workload run with different "
-    "settings (--budget-s, --eval-period-s, --batch-size, --max-steps); refused otherwise.")]
+    "settings (--budget-s, --eval-period-s, --eval-every-steps, --batch-size, --max-steps); "
+    "refused otherwise.")]
 BaselineOpt = Annotated[str | None, typer.Option(
     "--baseline", help="Also report the geometric-mean speedup against this submission.")]
 BootstrapOpt = Annotated[int, typer.Option(
