@@ -274,7 +274,8 @@ def score_table(path: Path, *, options: ScoreOptions) -> Scored:
                             "has no 'budget_s' row giving each workload's budget in seconds")
         budgets = pd.Series(np.nan, index=table.times.columns)
     card = scorecard(table.times, boot_times=None, tau_max=options.tau_max,
-                     tau_points=options.tau_points, variants=variant_map(list(table.times.columns), list(options.variant_rule)),
+                     tau_points=options.tau_points,
+                     variants=variant_map(list(table.times.columns), list(options.variant_rule)),
                      baseline=options.baseline, budgets=budgets, unit="s", seed=options.seed)
     return Scored(card=card, trials=pd.DataFrame(), loaded=None, ruleset=None, n_studies=None,
                   n_reached=None, notes=(), hardware=(f"as published in {path}",))

@@ -19,7 +19,8 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; margin: 1em 0; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .35em .6em; text-align: right; }
 th { background: #f3f3f3; } td.name { text-align: left; font-weight: 600; }
-td.fail { color: #b00; } td.best { color: #070; font-weight: 600; } td.contended, td.note { color: #8a5a00; }
+td.fail { color: #b00; } td.best { color: #070; font-weight: 600; }
+td.contended, td.note { color: #8a5a00; }
 .caption { color: #555; white-space: pre-line; } img { max-width: 100%; }
 .warn { color: #8a5a00; }
 """
@@ -167,8 +168,9 @@ def build_report(scored: Scored, evals: pd.DataFrame, *, title: str = "algobench
     """The whole report as one HTML string."""
     profile_png = figure_bytes(profile_figure(scored))
     curves_png = figure_bytes(curves_figure(scored, evals))
-    per_workload = "".join(f"<h3>{escape(workload_heading(scored, w))}</h3>{workload_html(scored, w)}"
-                           for w in scored.card.times.columns)
+    per_workload = "".join(
+        f"<h3>{escape(workload_heading(scored, w))}</h3>{workload_html(scored, w)}"
+        for w in scored.card.times.columns)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{CSS}</style></head>

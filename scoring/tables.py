@@ -96,8 +96,8 @@ def caption(scored: Scored) -> str:
 
 def score_frame(scored: Scored) -> pd.DataFrame:
     """One row per submission: rank, submission, score, score_low, score_high, failed, ...,
-    contended_trials, then `time:<workload>` (median time to target) and, with a baseline, `speedup:<workload>`
-    with its `speedup_low:` / `speedup_high:` bounds."""
+    contended_trials, then `time:<workload>` (median time to target) and, with a baseline,
+    `speedup:<workload>` with its `speedup_low:` / `speedup_high:` bounds."""
     card = scored.card
     frame = card.scores.set_index("submission", drop=False)
     frame["contended_trials"] = [scored.contended_count(name) for name in frame.index]
@@ -192,7 +192,7 @@ def speedup_table(scored: Scored) -> Table:
 
 def workload_cell(scored: Scored, submission: str, workload: str) -> str:
     """`812 s [700, 950] 1.20x`, or a failure mark saying why; a line more for contended trials."""
-    return f"{ratio_text(scored, submission, workload)}{contended_mark(scored, submission, workload)}"
+    return ratio_text(scored, submission, workload) + contended_mark(scored, submission, workload)
 
 
 def ratio_text(scored: Scored, submission: str, workload: str) -> str:
