@@ -60,7 +60,7 @@ TauPointsOpt = Annotated[int | None, typer.Option(
 ClockOpt = Annotated[ClockChoice, typer.Option(
     "--time", help="refined: the first snapshot between evals that met the target (trials "
     "without one, from results before schema 2, use their eval-based time, with a warning); "
-    "eval: AlgoPerf's time at the first eval that met it.")]
+    "eval: AlgoPerf's time at the first eval that met it. A --table is scored as published.")]
 ContendedOpt = Annotated[bool, typer.Option(
     "--allow-contended", help="Rank trials run on a busy machine (contention.contended in "
     "summary.json), marked ⚠; refused otherwise.")]
