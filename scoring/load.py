@@ -10,68 +10,30 @@ A corrupt, partial or foreign file never stops loading: it is skipped and listed
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from algobench.errors import UserError
-
-SUMMARY = "summary.json"
-EVALS = "evals.parquet"
-# Files a trial writes before it ends; any of them without a summary.json means "unfinished".
-TRIAL_FILES = ("metadata.json", EVALS, "train.parquet")
+from algobench.layout import EVALS, SUMMARY, TRIAL_FILES, Summary, read_summary
 
 TRIAL_COLUMNS = [
     "trial_id", "submission", "workload", "size", "framework", "ruleset", "study", "trial",
     "study_key", "seed", "status", "reason", "target_metric", "target_value", "target_mode",
-    "time_to_target_s", "steps_to_target", "budget_s", "steps", "submission_time_s",
+    "time_to_target_s", "steps_to_target", "refined_time_to_target_s", "refined_steps_to_target",
+    "budget_s", "steps", "submission_time_s", "contended", "contention", "overrides", "settings",
     "hardware_key", "hardware", "path",
 ]
 EVAL_COLUMNS = [
     "trial_id", "submission", "workload", "size", "study_key", "step", "submission_time_s",
     "metric", "value",
 ]
-
-
-class Target(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    metric: str
-    value: float
-    mode: Literal["min", "max"]
-
-
-class Summary(BaseModel):
-    """The fields of summary.json (schema_version 1) that scoring reads."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    schema_version: Literal[1]
-    trial_id: str
-    workload: str
-    size: str
-    submission: str
-    framework: str
-    ruleset: Literal["external", "self"]
-    study: int | None = None
-    trial: int | None = None
-    seed: int | None = None
-    status: Literal["reached", "not_reached", "failed"]
-    reason: str = ""
-    target: Target
-    time_to_target_s: float | None = Field(default=None, ge=0)
-    steps_to_target: int | None = Field(default=None, ge=0)
-    budget_s: float = Field(gt=0)
-    steps: int | None = None
-    submission_time_s: float | None = None
-    hardware: dict[str, Any] = Field(default_factory=dict)
-    hardware_key: str
 
 
 @dataclass(frozen=True)
@@ -113,34 +75,25 @@ def find_trial_dirs(roots: list[Path]) -> tuple[list[Path], list[Path]]:
     return sorted(finished), sorted(unfinished)
 
 
-def read_summary(path: Path) -> Summary | str:
-    """The parsed summary, or the reason it cannot be used."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        return f"unreadable: {error}"
-    except json.JSONDecodeError as error:
-        return f"corrupt JSON: {error}"
-    if not isinstance(raw, dict) or "schema_version" not in raw:
-        return "not an algobench summary.json (no schema_version)"
-    if raw["schema_version"] != 1:
-        return f"unsupported schema_version {raw['schema_version']!r} (this reader knows 1)"
-    try:
-        return Summary.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "summary"
-        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        return f"invalid summary: {where}: {first['msg']}{more}"
+def settings_label(overrides: dict[str, Any]) -> str:
+    """`default`, or the overridden preset settings in name order: `budget_s=60, max_steps=100`."""
+    if not overrides:
+        return "default"
+    return ", ".join(f"{name}={overrides[name]:g}" if isinstance(overrides[name], float)
+                     else f"{name}={overrides[name]}" for name in sorted(overrides))
+
+
+def or_inf(value: float | None) -> float:
+    return math.inf if value is None else float(value)
 
 
 def trial_row(summary: Summary, folder: Path) -> dict[str, Any]:
-    """One row of the trials table. Null or failed times become infinity."""
+    """One row of the trials table. Null or failed times become infinity; so do the refined ones
+    of a trial without a refined crossing (schema 1): `ttt.time_column` decides the fallback."""
     reached = summary.status == "reached"
-    time_s = summary.time_to_target_s if reached and summary.time_to_target_s is not None else None
-    steps = summary.steps_to_target if reached and summary.steps_to_target is not None else None
     # A plain `run` has study=null: it is a study of its own, keyed by its trial id.
     study_key = f"run:{summary.trial_id}" if summary.study is None else f"study{summary.study}"
+    contention = summary.contention
     return {
         "trial_id": summary.trial_id,
         "submission": summary.submission,
@@ -157,11 +110,18 @@ def trial_row(summary: Summary, folder: Path) -> dict[str, Any]:
         "target_metric": summary.target.metric,
         "target_value": summary.target.value,
         "target_mode": summary.target.mode,
-        "time_to_target_s": math.inf if time_s is None else float(time_s),
-        "steps_to_target": math.inf if steps is None else float(steps),
+        "time_to_target_s": or_inf(summary.time_to_target_s if reached else None),
+        "steps_to_target": or_inf(summary.steps_to_target if reached else None),
+        "refined_time_to_target_s": or_inf(summary.refined_time_to_target_s),
+        "refined_steps_to_target": or_inf(summary.refined_steps_to_target),
         "budget_s": summary.budget_s,
         "steps": summary.steps,
         "submission_time_s": summary.submission_time_s,
+        # None: not measured (schema 1); such a trial is never refused as contended
+        "contended": None if contention is None else contention.contended,
+        "contention": None if contention is None else contention.model_dump(),
+        "overrides": dict(summary.overrides),
+        "settings": settings_label(summary.overrides),
         "hardware_key": summary.hardware_key,
         "hardware": summary.hardware,
         "path": str(folder),
@@ -229,9 +189,6 @@ def load_results(roots: list[Path], *, with_evals: bool = True) -> Loaded:
         seen[summary.trial_id] = folder
         row = trial_row(summary, folder)
         rows.append(row)
-        if summary.status == "reached" and summary.time_to_target_s is None:
-            skipped.append(Skipped(folder / SUMMARY, "status 'reached' without time_to_target_s: "
-                                   "counted as not reached"))
         if with_evals:
             arrays = read_evals(folder / EVALS, metric=summary.target.metric)
             if isinstance(arrays, str):

@@ -17,8 +17,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from scoring.pipeline import Scored
-from scoring.profiles import profile
-from scoring.tables import fmt_time, fmt_time_interval, uncertainty_line
+from scoring.profiles import profile, tau_grid
+from scoring.tables import fmt_time, fmt_time_interval, integration_line, uncertainty_line
+from scoring.ttt import trial_labels
 
 FORMATS = ("png", "svg", "pdf")  # what --out may end with
 GRID_POINTS = 400  # tau values for the bootstrap band
@@ -40,10 +41,15 @@ def profile_figure(scored: Scored) -> Figure:
     for row in card.scores.itertuples(index=False):
         s = card.ratios.index.get_loc(row.submission)  # rows of ratios: submission order
         ratios = card.ratios.iloc[s].to_numpy(float)
-        taus = np.unique(np.concatenate([[1.0, card.tau_max], ratios[np.isfinite(ratios)]]))
-        rho = profile(ratios[None, :], taus)[0]  # exact steps
         label = f"{row.submission}: {row.score:.3f} [{row.score_low:.3f}, {row.score_high:.3f}]"
-        ax.step(taus, rho, where="post", color=colour[row.submission], lw=2, label=label)
+        if card.tau_points is None:  # exact steps
+            taus = np.unique(np.concatenate([[1.0, card.tau_max], ratios[np.isfinite(ratios)]]))
+            rho = profile(ratios[None, :], taus)[0]
+            ax.step(taus, rho, where="post", color=colour[row.submission], lw=2, label=label)
+        else:  # AlgoPerf's: rho on its grid, joined by the lines its trapezoid rule integrates
+            taus = tau_grid(card.tau_max, card.tau_points)
+            rho = profile(ratios[None, :], taus)[0]
+            ax.plot(taus, rho, color=colour[row.submission], lw=2, label=label)
         if card.boot_ratios is not None:
             band = profile(card.boot_ratios[:, s, :][:, None, :], grid)[:, 0, :]
             low, high = np.quantile(band, [(1 - card.level) / 2, (1 + card.level) / 2], axis=0)
@@ -54,8 +60,8 @@ def profile_figure(scored: Scored) -> Figure:
     ax.set_xlabel("τ (time to target / best time to target)")
     ax.set_ylabel("fraction of workloads within τ of the best")
     n_workloads = card.times.shape[1]
-    ax.set_title(f"Performance profiles over {n_workloads} workload{'s' if n_workloads != 1 else ''}\n"
-                 f"{uncertainty_line(scored)}", fontsize=10)
+    ax.set_title(f"Performance profiles over {n_workloads} workload{'s' if n_workloads != 1 else ''}"
+                 f" · {integration_line(card)}\n{uncertainty_line(scored)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(title="score [interval]", fontsize=8, loc="lower right")
     return fig
@@ -75,7 +81,7 @@ def curves_figure(scored: Scored, evals: pd.DataFrame) -> Figure:
     """The target metric against submission time: one subplot per workload, one colour per
     submission, the target as a dashed line, the median time to target with its interval."""
     trials, card = scored.trials, scored.card
-    labels = trials["workload"].astype(str) + "/" + trials["size"].astype(str)
+    labels = trial_labels(trials)
     workloads = sorted(set(labels))
     colour = colours(sorted(set(trials["submission"])))
     segments = trial_segments(evals[evals["trial_id"].isin(set(trials["trial_id"]))])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from scoring.pipeline import Scored
 from scoring.plots import curves_figure, figure_bytes, profile_figure
-from scoring.tables import caption, fmt_interval, fmt_time, fmt_time_interval
+from scoring.tables import CONTENDED, caption, fmt_interval, fmt_time, fmt_time_interval
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 1200px;
@@ -20,6 +20,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .35em .6em; text-align: right; }
 th { background: #f3f3f3; } td.name { text-align: left; font-weight: 600; }
 td.fail { color: #b00; } td.best { color: #070; font-weight: 600; }
+td.contended, td.note { color: #8a5a00; }
 .caption { color: #555; white-space: pre-line; } img { max-width: 100%; }
 .warn { color: #8a5a00; }
 """
@@ -41,11 +42,14 @@ def html_table(header: list[str], rows: list[list[tuple[str, str]]]) -> str:
 def ratio_cell(scored: Scored, submission: str, workload: str) -> tuple[str, str]:
     card = scored.card
     time, ratio = card.times.at[submission, workload], card.ratios.at[submission, workload]
+    n = scored.contended_count(submission, workload)
+    mark = f" · {CONTENDED} {n} contended" if n else ""
     if not np.isfinite(time):
-        return "✗ not reached", "fail"
+        return f"✗ not reached{mark}", "fail"
     if not np.isfinite(ratio):
-        return f"{fmt_time(time, card.unit)} · ✗ ratio > {card.tau_max:g}", "fail"
-    return f"{fmt_time(time, card.unit)} · {ratio:.2f}x", "best" if ratio == 1 else ""
+        return f"{fmt_time(time, card.unit)} · ✗ ratio > {card.tau_max:g}{mark}", "fail"
+    css = "contended" if n else "best" if ratio == 1 else ""
+    return f"{fmt_time(time, card.unit)} · {ratio:.2f}x{mark}", css
 
 
 def leaderboard_html(scored: Scored) -> str:
@@ -99,6 +103,40 @@ def workload_html(scored: Scored, workload: str) -> str:
     return html_table(header, rows)
 
 
+def budget_text(budgets: tuple[float, ...]) -> str:
+    return ", ".join(fmt_time(b, "s") for b in budgets)
+
+
+def workload_heading(scored: Scored, workload: str) -> str:
+    """`gpt2/smoke · budget 120 s · preset settings`, or the overrides it ran with."""
+    if scored.settings is None or workload not in set(scored.settings["workload"]):
+        return workload
+    row = scored.settings.set_index("workload").loc[workload]
+    settings = ("preset settings" if row.settings == ("default",)
+                else "overrides: " + " / ".join(row.settings))
+    return f"{workload} · budget {budget_text(row.budget_s)} · {settings}"
+
+
+def settings_html(scored: Scored) -> str:
+    """Each workload's budget and the settings its trials ran with."""
+    if scored.settings is None:
+        return "<p>as published: budgets and settings are not in the table</p>"
+    rows = [[(row.workload, "name"), (budget_text(row.budget_s), ""),
+             (" / ".join(row.settings), "" if row.settings == ("default",) else "note"),
+             (str(row.trials), "")]
+            for row in scored.settings.itertuples(index=False)]
+    return html_table(["workload", "budget", "settings (overrides of the preset)", "trials"], rows)
+
+
+def contended_html(scored: Scored) -> str:
+    if scored.contended is None or scored.contended.empty:
+        return ""
+    rows = [[(r.trial_id, "name"), (r.submission, ""), (r.workload, ""), (r.why, "contended")]
+            for r in scored.contended.itertuples(index=False)]
+    return (f"<h2>{CONTENDED} Contended trials (ranked with --allow-contended)</h2>"
+            + html_table(["trial", "submission", "workload", "why"], rows))
+
+
 def hardware_html(scored: Scored) -> str:
     trials = scored.trials
     if trials.empty:
@@ -130,8 +168,9 @@ def build_report(scored: Scored, evals: pd.DataFrame, *, title: str = "algobench
     """The whole report as one HTML string."""
     profile_png = figure_bytes(profile_figure(scored))
     curves_png = figure_bytes(curves_figure(scored, evals))
-    per_workload = "".join(f"<h3>{escape(w)}</h3>{workload_html(scored, w)}"
-                           for w in scored.card.times.columns)
+    per_workload = "".join(
+        f"<h3>{escape(workload_heading(scored, w))}</h3>{workload_html(scored, w)}"
+        for w in scored.card.times.columns)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{CSS}</style></head>
@@ -140,6 +179,9 @@ def build_report(scored: Scored, evals: pd.DataFrame, *, title: str = "algobench
 <p class="caption">{escape(caption(scored))}</p>
 <h2>Leaderboard</h2>
 {leaderboard_html(scored)}
+{contended_html(scored)}
+<h2>Budgets and settings</h2>
+{settings_html(scored)}
 <h2>Hardware</h2>
 {hardware_html(scored)}
 <h2>Performance profiles</h2>

@@ -28,6 +28,7 @@ class Scorecard:
     speedups: pd.DataFrame | None  # long: submission, workload, speedup, low, high
     boot_ratios: np.ndarray | None  # (replicates, submissions, workloads), for profile bands
     tau_max: float
+    tau_points: int | None  # None: exact area; N: AlgoPerf's trapezoid rule on N points
     unit: str  # "s" or "steps"
     n_bootstrap: int  # 0 when there was nothing to resample
     seed: int
@@ -41,12 +42,14 @@ def rank(scores: pd.Series) -> pd.Series:
 
 
 def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: float,
-              variants: dict[str, str] | None = None, baseline: str | None = None,
-              budgets: pd.Series | None = None, unit: str = "s", seed: int = 0) -> Scorecard:
+              tau_points: int | None = None, variants: dict[str, str] | None = None,
+              baseline: str | None = None, budgets: pd.Series | None = None, unit: str = "s",
+              seed: int = 0) -> Scorecard:
     """Score every submission (rows of `times`) over the workloads (columns).
 
     boot_times: (replicates, submissions, workloads) bootstrap times, or None for no interval
     (the interval is then the point itself). budgets: per workload, needed with a baseline.
+    tau_points: None integrates rho exactly; N uses AlgoPerf's trapezoid rule on N points.
     """
     workloads = list(times.columns)
     submissions = list(times.index)
@@ -55,7 +58,7 @@ def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: fl
     base_cols = [workloads.index(w) for w in scored]
     point = times.to_numpy(float)[:, base_cols]  # shown as measured; the rule acts on ratios
     ratios = performance_ratios(gated, tau_max=tau_max)
-    score = benchmark_scores(ratios, tau_max=tau_max)
+    score = benchmark_scores(ratios, tau_max=tau_max, tau_points=tau_points)
 
     boot_ratios = None
     time_low = time_high = point
@@ -64,7 +67,8 @@ def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: fl
         boot_gated, _ = apply_variant_rule(boot_times, workloads=workloads,
                                            variants=variants or {}, tau_max=tau_max)
         boot_ratios = performance_ratios(boot_gated, tau_max=tau_max)
-        score_low, score_high = interval(benchmark_scores(boot_ratios, tau_max=tau_max), point=score)
+        boot_scores = benchmark_scores(boot_ratios, tau_max=tau_max, tau_points=tau_points)
+        score_low, score_high = interval(boot_scores, point=score)
         time_low, time_high = interval(boot_times[..., base_cols], point=point)
 
     frame = {"index": submissions, "columns": pd.Index(scored, name="workload")}
@@ -108,6 +112,7 @@ def scorecard(times: pd.DataFrame, *, boot_times: np.ndarray | None, tau_max: fl
         speedups=speedup_long,
         boot_ratios=boot_ratios,
         tau_max=tau_max,
+        tau_points=tau_points,
         unit=unit,
         n_bootstrap=0 if boot_times is None else int(boot_times.shape[0]),
         seed=seed,

@@ -16,6 +16,7 @@ from rich.table import Table
 from scoring.pipeline import Scored
 
 FAIL = "✗"
+CONTENDED = "⚠"  # marks a result with contended trials in it
 
 
 def fmt_time(value: float, unit: str, *, inf: str = FAIL) -> str:
@@ -45,14 +46,47 @@ def uncertainty_line(scored: Scored) -> str:
             f"seed {card.seed}")
 
 
+def integration_line(card) -> str:
+    if card.tau_points is None:
+        return "exact area under rho"
+    return f"trapezoid rule on {card.tau_points} tau points (AlgoPerf)"
+
+
+def clock_line(scored: Scored) -> str:
+    """Which crossing the times are: refined (with its fallback) or AlgoPerf's eval-based one."""
+    if scored.clock is None:
+        return "as published"
+    if scored.clock == "eval":
+        return "at the first eval meeting it (AlgoPerf)"
+    fallback = (f"; {scored.n_unrefined} trial(s) without one at their eval"
+                if scored.n_unrefined else "")
+    return f"refined crossing between evals{fallback}"
+
+
+def overrides_line(scored: Scored) -> str | None:
+    """`overridden settings: gpt2/smoke budget_s=60`, or None when every trial ran the preset."""
+    if scored.settings is None:
+        return None
+    changed = [f"{row.workload} {' / '.join(row.settings)}"
+               for row in scored.settings.itertuples(index=False) if row.settings != ("default",)]
+    return "overridden settings: " + "; ".join(changed) if changed else None
+
+
 def caption(scored: Scored) -> str:
     card = scored.card
     ruleset = f"{scored.ruleset} ruleset · " if scored.ruleset else ""
     by = "submission time" if card.unit == "s" else "steps"
-    parts = [f"{ruleset}time to target by {by} · tau_max {card.tau_max:g}",
+    parts = [f"{ruleset}time to target by {by}, {clock_line(scored)}",
+             f"tau_max {card.tau_max:g} · {integration_line(card)}",
              uncertainty_line(scored), "hardware: " + "; ".join(scored.hardware)]
     if card.baseline:
-        parts.insert(2, f"speedup vs {card.baseline} (failures at budget + 1 s)")
+        parts.insert(3, f"speedup vs {card.baseline} (failures at budget + 1 s)")
+    overrides = overrides_line(scored)
+    if overrides:
+        parts.append(overrides)
+    if scored.contended is not None and not scored.contended.empty:
+        parts.append(f"{CONTENDED} {len(scored.contended)} contended trial(s) ranked "
+                     "(--allow-contended): their times are not trustworthy")
     return "\n".join(parts)
 
 
@@ -62,10 +96,11 @@ def caption(scored: Scored) -> str:
 
 def score_frame(scored: Scored) -> pd.DataFrame:
     """One row per submission: rank, submission, score, score_low, score_high, failed, ...,
-    then `time:<workload>` (median time to target) and, with a baseline, `speedup:<workload>`
-    with its `speedup_low:` / `speedup_high:` bounds."""
+    contended_trials, then `time:<workload>` (median time to target) and, with a baseline,
+    `speedup:<workload>` with its `speedup_low:` / `speedup_high:` bounds."""
     card = scored.card
     frame = card.scores.set_index("submission", drop=False)
+    frame["contended_trials"] = [scored.contended_count(name) for name in frame.index]
     for workload in card.times.columns:
         frame[f"time:{workload}"] = card.times[workload]
     if card.speedups is not None:
@@ -120,6 +155,9 @@ def score_table(scored: Scored) -> Table:
     if has_speedup:
         table.add_column(f"speedup vs {card.baseline}", justify="right")
         table.add_column(f"{card.level:.0%} interval", justify="right")
+    has_contended = scored.contended is not None and not scored.contended.empty
+    if has_contended:
+        table.add_column("contended", justify="right")
     for row in card.scores.itertuples(index=False):
         cells = [str(row.rank), escape(row.submission), f"{row.score:.3f}",
                  escape(fmt_interval(row.score_low, row.score_high)),
@@ -127,6 +165,9 @@ def score_table(scored: Scored) -> Table:
         if has_speedup:
             cells += [f"{row.speedup:.3f}x",
                       escape(fmt_interval(row.speedup_low, row.speedup_high))]
+        if has_contended:
+            n = scored.contended_count(row.submission)
+            cells.append(f"[yellow]{CONTENDED} {n} trial(s)[/yellow]" if n else "")
         table.add_row(*cells)
     return table
 
@@ -150,7 +191,11 @@ def speedup_table(scored: Scored) -> Table:
 
 
 def workload_cell(scored: Scored, submission: str, workload: str) -> str:
-    """`812 s [700, 950] 1.20x`, or a failure mark saying why."""
+    """`812 s [700, 950] 1.20x`, or a failure mark saying why; a line more for contended trials."""
+    return ratio_text(scored, submission, workload) + contended_mark(scored, submission, workload)
+
+
+def ratio_text(scored: Scored, submission: str, workload: str) -> str:
     card = scored.card
     time = card.times.at[submission, workload]
     ratio = card.ratios.at[submission, workload]
@@ -163,6 +208,11 @@ def workload_cell(scored: Scored, submission: str, workload: str) -> str:
     style = "bold green" if ratio == 1 else ""
     mark = f"[{style}]{ratio:.2f}x[/{style}]" if style else f"{ratio:.2f}x"
     return f"{fmt_time(time, card.unit)}{spread} {mark}"
+
+
+def contended_mark(scored: Scored, submission: str, workload: str) -> str:
+    n = scored.contended_count(submission, workload)
+    return f"\n[yellow]{CONTENDED} {n} contended trial(s)[/yellow]" if n else ""
 
 
 def leaderboard_table(scored: Scored) -> Table:

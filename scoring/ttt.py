@@ -6,6 +6,11 @@ Infinity stands for "did not reach the target" everywhere and takes part in medi
 - external-tuning ruleset: a study's time is its fastest trial; the workload's time is the
   median over studies.
 - self-tuning ruleset: a study is a single run; the workload's time is the median over studies.
+
+Which time: `clock="refined"` (the default) takes a trial's refined crossing, the first parameter
+snapshot between evals that meets the target; a trial without one (schema-1 results, written
+before the runner refined) falls back to its eval-based time. `clock="eval"` takes AlgoPerf's
+eval-based time to target (`time_to_target_s`) for every trial.
 """
 
 from __future__ import annotations
@@ -19,23 +24,46 @@ from algobench.errors import UserError
 
 Ruleset = Literal["external", "self"]
 By = Literal["time", "steps"]
-TIME_COLUMN: dict[str, str] = {"time": "time_to_target_s", "steps": "steps_to_target"}
+Clock = Literal["refined", "eval"]
+EVAL_COLUMN: dict[str, str] = {"time": "time_to_target_s", "steps": "steps_to_target"}
+REFINED_COLUMN: dict[str, str] = {"time": "refined_time_to_target_s", "steps": "refined_steps_to_target"}
+
+
+def trial_times(trials: pd.DataFrame, *, by: By, clock: Clock) -> pd.Series:
+    """Each trial's time (or steps) to target under `clock`; inf = not reached."""
+    eval_based = trials[EVAL_COLUMN[by]].astype(float)
+    if clock == "eval":
+        return eval_based
+    refined = trials[REFINED_COLUMN[by]].astype(float)
+    return refined.where(np.isfinite(refined), eval_based)
+
+
+def unrefined(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that reached the target but carry no refined crossing (they fall back)."""
+    reached = np.isfinite(trials["time_to_target_s"].astype(float))
+    return trials[reached & ~np.isfinite(trials["refined_time_to_target_s"].astype(float))]
 
 
 def workload_label(workload: str, size: str) -> str:
     return f"{workload}/{size}"
 
 
-def study_times(trials: pd.DataFrame, *, ruleset: Ruleset, by: By) -> pd.DataFrame:
+def trial_labels(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's workload label, `workload/size`."""
+    return trials["workload"].astype(str) + "/" + trials["size"].astype(str)
+
+
+def study_times(trials: pd.DataFrame, *, ruleset: Ruleset, by: By,
+                clock: Clock = "refined") -> pd.DataFrame:
     """One row per (submission, workload, study_key): the study's time to target.
 
     Columns: submission, workload (label), study_key, time, n_trials.
     """
     frame = pd.DataFrame({
         "submission": trials["submission"].astype(str),
-        "workload": trials["workload"].astype(str) + "/" + trials["size"].astype(str),
+        "workload": trial_labels(trials),
         "study_key": trials["study_key"].astype(str),
-        "time": trials[TIME_COLUMN[by]].astype(float),
+        "time": trial_times(trials, by=by, clock=clock),
     })
     keys = ["submission", "workload", "study_key"]
     studies = (frame.groupby(keys, sort=True)["time"]
@@ -82,5 +110,4 @@ def study_cells(studies: pd.DataFrame, *, submissions: list[str],
 
 def workload_budgets(trials: pd.DataFrame) -> pd.Series:
     """The runtime budget (s) of each workload label: the largest any of its trials had."""
-    labels = trials["workload"].astype(str) + "/" + trials["size"].astype(str)
-    return trials["budget_s"].astype(float).groupby(labels).max()
+    return trials["budget_s"].astype(float).groupby(trial_labels(trials)).max()

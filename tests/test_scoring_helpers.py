@@ -1,7 +1,9 @@
 """Fake results folders, written exactly as results/README.md says, for the scoring tests.
 
-Other scoring test modules (and benchmarks/bench_scoring.py) import these helpers; the tests at
-the bottom check that what they write is what the loader reads.
+Every summary.json is built through `algobench.layout.validate_summary`, the writer's own check,
+so a fixture the recorder could not write cannot reach the scoring tests. Other scoring test
+modules (and benchmarks/bench_scoring.py) import these helpers; the tests at the bottom check
+that what they write is what the loader reads.
 """
 
 from __future__ import annotations
@@ -17,34 +19,63 @@ import typer
 from typer.testing import CliRunner
 
 from algobench.errors import UserError
+from algobench.layout import SCHEMA_VERSION, Contention, validate_summary
 
 HARDWARE = {"cpu": "Test CPU", "cpu_count": 2, "gpu": None, "gpu_count": 0,
             "gpu_driver": None, "torch": "2.13.0"}
 TARGET = {"metric": "val_loss", "value": 3.0, "mode": "min"}
+IDLE = Contention(load_avg_max=0.4, cpu_count=2, run_queue_mean=0.9, run_queue_max=2,
+                  other_gpu_processes=None, contended=False)
+BUSY = Contention(load_avg_max=4.1, cpu_count=2, run_queue_mean=3.9, run_queue_max=6,
+                  other_gpu_processes=None, contended=True)
+SCHEMA_2_FIELDS = ("refined_time_to_target_s", "refined_steps_to_target", "refine_time_s",
+                   "refine_evals", "contention", "overrides", "train_flops_per_step",
+                   "achieved_flops_per_s", "mfu")
 
 
 def summary_dict(*, workload: str = "gpt2", size: str = "small", submission: str = "adamw",
                  study: int | None = 0, trial: int | None = 0, time_s: float = 100.0,
-                 steps_to_target: int | None = None, ruleset: str = "external",
-                 budget_s: float = 1000.0, hardware_key: str = "cpu-test",
-                 framework: str = "torch", trial_id: str | None = None,
-                 seed: int = 0) -> dict[str, Any]:
-    """A valid schema-1 summary; `time_s=inf` makes a trial that did not reach the target."""
+                 steps_to_target: int | None = None, refined_time_s: float | None = None,
+                 refined_steps: int | None = None, contended: bool = False,
+                 overrides: dict[str, Any] | None = None, schema: int = SCHEMA_VERSION,
+                 ruleset: str = "external", budget_s: float = 1000.0,
+                 hardware_key: str = "cpu-test", framework: str = "torch",
+                 trial_id: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """A summary the recorder could write; `time_s=inf` makes a trial that did not reach the target.
+
+    Schema 2 (the default): the refined crossing defaults to the eval's (a crossing at the first
+    snapshot), contention to an idle machine (`contended=True`: a busy one), no overrides.
+    Schema 1: a summary from before the refined crossing, without any schema-2 field.
+    """
     reached = math.isfinite(time_s)
     trial_id = trial_id or f"{workload}-{size}-{submission}-s{study}-t{trial}-{seed}"
-    return {
-        "schema_version": 1, "trial_id": trial_id, "workload": workload, "size": size,
+    steps = (steps_to_target if steps_to_target is not None else int(time_s * 10)) if reached else None
+    data = {
+        "schema_version": schema, "trial_id": trial_id, "workload": workload, "size": size,
         "submission": submission, "framework": framework, "ruleset": ruleset,
         "study": study, "trial": trial, "seed": seed,
         "status": "reached" if reached else "not_reached",
         "reason": "target reached" if reached else "budget exhausted", "traceback": None,
         "target": dict(TARGET), "time_to_target_s": time_s if reached else None,
-        "steps_to_target": (steps_to_target if steps_to_target is not None else
-                            int(time_s * 10)) if reached else None,
+        "steps_to_target": steps,
         "budget_s": budget_s, "steps": 10_000, "submission_time_s": min(time_s, budget_s),
         "eval_time_s": 5.0, "wall_time_s": budget_s, "final_metrics": {"val_loss": 2.9},
         "hardware": dict(HARDWARE), "hardware_key": hardware_key, "hparams": {"lr": 1e-3},
     }
+    if schema >= 2:
+        refined_at = refined_time_s if refined_time_s is not None else time_s
+        refined_step = refined_steps if refined_steps is not None else (
+            None if steps is None else int(steps * refined_at / time_s) if time_s else steps)
+        data.update({
+            "refined_time_to_target_s": refined_at if reached else None,
+            "refined_steps_to_target": refined_step if reached else None,
+            "refine_time_s": 0.5 if reached else None, "refine_evals": 3 if reached else 0,
+            "contention": (BUSY if contended else IDLE).model_dump(),
+            "overrides": dict(overrides or {}),
+        })
+    summary = validate_summary(data)  # what the recorder checks before it writes
+    exclude = set(SCHEMA_2_FIELDS) if schema < 2 else set()
+    return summary.model_dump(mode="json", exclude=exclude)
 
 
 def fake_evals(*, time_s: float, budget_s: float, n: int = 20) -> pd.DataFrame:

@@ -42,7 +42,8 @@ def test_good_trials_are_all_read(results):
     ('{"schema_version": 1, "trial_id": "x"', "corrupt JSON"),  # cut short
     ("[1, 2, 3]", "not an algobench summary.json"),
     ('{"name": "some other tool"}', "not an algobench summary.json"),
-    ('{"schema_version": 2}', "unsupported schema_version 2"),
+    ('{"schema_version": 3}', "unsupported schema_version 3"),
+    ('{"schema_version": 2}', "invalid summary"),
 ])
 def test_bad_summary_is_skipped_with_reason(results, content, reason):
     bad = write_trial(results, submission="sgd", study=0)
@@ -116,14 +117,30 @@ def test_plain_runs_are_studies_of_their_own(tmp_path):
     assert trials["study"].isna().all() and trials["study_key"].nunique() == 3
 
 
-def test_reached_without_time_counts_as_not_reached(tmp_path):
+def test_reached_without_time_is_skipped_by_the_writers_own_check(tmp_path):
     folder = write_trial(tmp_path)
     summary = json.loads((folder / "summary.json").read_text())
     summary["time_to_target_s"] = None
     (folder / "summary.json").write_text(json.dumps(summary))
     loaded = load_results([tmp_path])
-    assert loaded.trials["time_to_target_s"].tolist() == [INF]
-    assert "counted as not reached" in loaded.skipped[0].reason
+    assert loaded.trials.empty
+    assert "set exactly when the status is 'reached'" in loaded.skipped[0].reason
+
+
+def test_schema_1_and_2_are_read_with_their_refined_and_contention_fields(tmp_path):
+    write_trial(tmp_path, submission="old", time_s=100.0, schema=1)
+    write_trial(tmp_path, submission="new", time_s=100.0, refined_time_s=80.0, refined_steps=800,
+                contended=True, overrides={"budget_s": 60.0, "batch_size": 8})
+    loaded = load_results([tmp_path])
+    assert not loaded.skipped
+    trials = loaded.trials.set_index("submission")
+    assert trials.at["old", "refined_time_to_target_s"] == INF  # none recorded: the caller falls back
+    assert trials.at["old", "contended"] is None and trials.at["old", "settings"] == "default"
+    assert trials.at["new", "refined_time_to_target_s"] == 80.0
+    assert trials.at["new", "refined_steps_to_target"] == 800
+    assert trials.at["new", "contended"] is True
+    assert trials.at["new", "contention"]["run_queue_mean"] == 3.9
+    assert trials.at["new", "settings"] == "batch_size=8, budget_s=60"
 
 
 def test_missing_folder_is_a_user_error(tmp_path):

@@ -12,18 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from algobench.errors import UserError
-from scoring.ttt import median_times, study_counts, study_times
+from scoring.ttt import median_times, study_counts, study_times, unrefined
 
 INF = math.inf
 
 
-def trials_frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
-    """(submission, workload, study_key, time) rows as a minimal trials table."""
+def trials_frame(rows: list[tuple[str, str, str, float]], *,
+                 refined: list[float] | None = None) -> pd.DataFrame:
+    """(submission, workload, study_key, time) rows as a minimal trials table; the refined
+    crossing is the eval's unless `refined` gives one per row (inf: none recorded)."""
+    times = [r[3] for r in rows]
+    refined = times if refined is None else refined
     return pd.DataFrame({
         "submission": [r[0] for r in rows], "workload": [r[1] for r in rows],
         "size": "small", "study_key": [r[2] for r in rows],
-        "time_to_target_s": [r[3] for r in rows],
-        "steps_to_target": [r[3] * 10 for r in rows],
+        "time_to_target_s": times, "steps_to_target": [t * 10 for t in times],
+        "refined_time_to_target_s": refined, "refined_steps_to_target": [t * 10 for t in refined],
     })
 
 
@@ -97,3 +101,15 @@ def test_missing_cell_is_infinite():
     studies = study_times(trials_frame(rows), ruleset="external", by="time")
     wide = median_times(studies, submissions=["a", "b"], workloads=["v/small", "w/small"])
     assert np.isinf(wide.at["a", "v/small"]) and np.isinf(wide.at["b", "w/small"])
+
+
+def test_refined_time_by_default_eval_time_on_request_and_the_fallback():
+    # a: refined 70 (eval 100); b: no refined crossing (schema 1), eval 90; c: not reached
+    rows = [("a", "w", "study0", 100.0), ("b", "w", "study0", 90.0), ("c", "w", "study0", INF)]
+    trials = trials_frame(rows, refined=[70.0, INF, INF])
+    refined = study_times(trials, ruleset="external", by="time")
+    assert refined["time"].tolist() == [70.0, 90.0, INF]  # b falls back to its eval
+    assert study_times(trials, ruleset="external", by="steps")["time"].tolist() == [700.0, 900.0, INF]
+    by_eval = study_times(trials, ruleset="external", by="time", clock="eval")
+    assert by_eval["time"].tolist() == [100.0, 90.0, INF]
+    assert unrefined(trials)["submission"].tolist() == ["b"]  # c never reached: nothing to refine

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from algobench.cli.options import results_roots
+from algobench.cli.options import ResultsArg, results_roots
 from algobench.errors import UserError
 
 if TYPE_CHECKING:  # scoring pulls in pandas and matplotlib: imported when a command runs
@@ -32,6 +32,11 @@ class ByChoice(str, Enum):
     steps = "steps"
 
 
+class ClockChoice(str, Enum):
+    refined = "refined"
+    eval = "eval"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"
@@ -39,16 +44,30 @@ class OutputFormat(str, Enum):
     markdown = "markdown"
 
 
-# Options shared by the commands, declared once.
-ResultsArg = Annotated[list[Path] | None, typer.Argument(
-    help="Results folders to read recursively (default: results).", show_default=False)]
+# Options shared by the commands, declared once (ResultsArg: options.py).
 TableOpt = Annotated[Path | None, typer.Option(
     "--table", help="Score a published time-to-target CSV instead: a `submission` column and "
     "one column of seconds per workload (inf or empty = failed; optional `budget_s` row).")]
 RulesetOpt = Annotated[RulesetChoice | None, typer.Option(
     "--ruleset", help="Which trials to score (default: the ruleset the trials share).")]
 ByOpt = Annotated[ByChoice, typer.Option("--by", help="Time to target in seconds or steps.")]
-TauOpt = Annotated[float, typer.Option("--tau-max", help="Ratios above this count as failures.")]
+TauOpt = Annotated[float, typer.Option("--tau-max", help="Ratios above this count as failures "
+                                       "(AlgoPerf: 4).")]
+TauPointsOpt = Annotated[int | None, typer.Option(
+    "--tau-points", help="Integrate the profile as AlgoPerf does: the trapezoid rule on N linear "
+    "tau points in [1, tau_max] (AlgoPerf's published scores: 100). Default: the exact area.",
+    show_default=False)]
+ClockOpt = Annotated[ClockChoice, typer.Option(
+    "--time", help="refined: the first snapshot between evals that met the target (trials "
+    "without one, from results before schema 2, use their eval-based time, with a warning); "
+    "eval: AlgoPerf's time at the first eval that met it. A --table is scored as published.")]
+ContendedOpt = Annotated[bool, typer.Option(
+    "--allow-contended", help="Rank trials run on a busy machine (contention.contended in "
+    "summary.json), marked ⚠; refused otherwise.")]
+OverridesOpt = Annotated[bool, typer.Option(
+    "--allow-overrides", help="Rank together trials of one workload run with different "
+    "settings (--budget-s, --eval-period-s, --eval-every-steps, --batch-size, --max-steps); "
+    "refused otherwise.")]
 BaselineOpt = Annotated[str | None, typer.Option(
     "--baseline", help="Also report the geometric-mean speedup against this submission.")]
 BootstrapOpt = Annotated[int, typer.Option(
@@ -64,16 +83,19 @@ MixedFrameworksOpt = Annotated[bool, typer.Option(
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
 
 
-def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, tau_max: float,
-                 baseline: str | None, bootstrap: int, seed: int, variant_rule: list[str] | None,
-                 allow_mixed_hardware: bool, allow_mixed_frameworks: bool) -> ScoreOptions:
+def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, clock: ClockChoice,
+                 tau_max: float, tau_points: int | None, baseline: str | None, bootstrap: int,
+                 seed: int, variant_rule: list[str] | None, allow_mixed_hardware: bool,
+                 allow_mixed_frameworks: bool, allow_contended: bool,
+                 allow_overrides: bool) -> ScoreOptions:
     from scoring.pipeline import ScoreOptions  # (pandas, matplotlib: when the command runs)
 
     return ScoreOptions(
-        ruleset=None if ruleset is None else ruleset.value, by=by.value, tau_max=tau_max,
-        baseline=baseline, n_bootstrap=bootstrap, seed=seed,
-        variant_rule=tuple(variant_rule or ()), allow_mixed_hardware=allow_mixed_hardware,
-        allow_mixed_frameworks=allow_mixed_frameworks)
+        ruleset=None if ruleset is None else ruleset.value, by=by.value, clock=clock.value,
+        tau_max=tau_max, tau_points=tau_points, baseline=baseline, n_bootstrap=bootstrap,
+        seed=seed, variant_rule=tuple(variant_rule or ()),
+        allow_mixed_hardware=allow_mixed_hardware, allow_mixed_frameworks=allow_mixed_frameworks,
+        allow_contended=allow_contended, allow_overrides=allow_overrides)
 
 
 def run_scoring(results: list[Path] | None, table: Path | None, options: ScoreOptions, *,
@@ -138,19 +160,26 @@ def write_atomic(out: Path, data: bytes) -> None:
 
 
 def score(results: ResultsArg = None, table: TableOpt = None, ruleset: RulesetOpt = None,
-          by: ByOpt = ByChoice.time, tau_max: TauOpt = 4.0, baseline: BaselineOpt = None,
+          by: ByOpt = ByChoice.time, clock: ClockOpt = ClockChoice.refined,
+          tau_max: TauOpt = 4.0, tau_points: TauPointsOpt = None, baseline: BaselineOpt = None,
           fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
           = OutputFormat.table,
           bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0, variant_rule: VariantOpt = None,
           allow_mixed_hardware: MixedHardwareOpt = False,
-          allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
-    """Benchmark scores (AlgoPerf performance-profile area) with 90% bootstrap intervals."""
+          allow_mixed_frameworks: MixedFrameworksOpt = False,
+          allow_contended: ContendedOpt = False, allow_overrides: OverridesOpt = False) -> None:
+    """Benchmark scores (AlgoPerf performance-profile area) with 90% bootstrap intervals.
+
+    Example, AlgoPerf's published scores from its table: algobench score --table ttt.csv --tau-points 100
+    """
     from scoring import tables  # (pandas, matplotlib: when the command runs)
 
-    options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
-                           bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
+    options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
+                           tau_points=tau_points, baseline=baseline, bootstrap=bootstrap,
+                           seed=seed, variant_rule=variant_rule,
                            allow_mixed_hardware=allow_mixed_hardware,
-                           allow_mixed_frameworks=allow_mixed_frameworks)
+                           allow_mixed_frameworks=allow_mixed_frameworks,
+                           allow_contended=allow_contended, allow_overrides=allow_overrides)
     scored = run_scoring(results, table, options)
     if fmt is OutputFormat.table:
         console = stdout_console()
@@ -168,33 +197,44 @@ def score(results: ResultsArg = None, table: TableOpt = None, ruleset: RulesetOp
 
 
 def leaderboard(results: ResultsArg = None, table: TableOpt = None, ruleset: RulesetOpt = None,
-                by: ByOpt = ByChoice.time, tau_max: TauOpt = 4.0, baseline: BaselineOpt = None,
-                bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
+                by: ByOpt = ByChoice.time, clock: ClockOpt = ClockChoice.refined,
+                tau_max: TauOpt = 4.0, tau_points: TauPointsOpt = None,
+                baseline: BaselineOpt = None, bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
                 variant_rule: VariantOpt = None, allow_mixed_hardware: MixedHardwareOpt = False,
-                allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
+                allow_mixed_frameworks: MixedFrameworksOpt = False,
+                allow_contended: ContendedOpt = False,
+                allow_overrides: OverridesOpt = False) -> None:
     """Leaderboard: rank, score with interval, per-workload time to target and ratio to best."""
     from scoring.tables import leaderboard_table  # (pandas, matplotlib: when the command runs)
 
-    options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
-                           bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
+    options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
+                           tau_points=tau_points, baseline=baseline, bootstrap=bootstrap,
+                           seed=seed, variant_rule=variant_rule,
                            allow_mixed_hardware=allow_mixed_hardware,
-                           allow_mixed_frameworks=allow_mixed_frameworks)
+                           allow_mixed_frameworks=allow_mixed_frameworks,
+                           allow_contended=allow_contended, allow_overrides=allow_overrides)
     stdout_console().print(leaderboard_table(run_scoring(results, table, options)))
 
 
 def report(results: ResultsArg = None, out: OutOpt = Path("report.html"),
-           ruleset: RulesetOpt = None, by: ByOpt = ByChoice.time, tau_max: TauOpt = 4.0,
-           baseline: BaselineOpt = None, bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
-           variant_rule: VariantOpt = None, allow_mixed_hardware: MixedHardwareOpt = False,
-           allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
-    """One self-contained HTML report: leaderboard, profiles, curves, per-workload tables."""
+           ruleset: RulesetOpt = None, by: ByOpt = ByChoice.time,
+           clock: ClockOpt = ClockChoice.refined, tau_max: TauOpt = 4.0,
+           tau_points: TauPointsOpt = None, baseline: BaselineOpt = None,
+           bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0, variant_rule: VariantOpt = None,
+           allow_mixed_hardware: MixedHardwareOpt = False,
+           allow_mixed_frameworks: MixedFrameworksOpt = False,
+           allow_contended: ContendedOpt = False, allow_overrides: OverridesOpt = False) -> None:
+    """One self-contained HTML report: leaderboard, budgets and settings, profiles, curves,
+    per-workload tables, contended trials."""
     from scoring.report import build_report  # (pandas, matplotlib: when the command runs)
 
     check_out(out, allowed=("html", "htm"))
-    options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=baseline,
-                           bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
+    options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
+                           tau_points=tau_points, baseline=baseline, bootstrap=bootstrap,
+                           seed=seed, variant_rule=variant_rule,
                            allow_mixed_hardware=allow_mixed_hardware,
-                           allow_mixed_frameworks=allow_mixed_frameworks)
+                           allow_mixed_frameworks=allow_mixed_frameworks,
+                           allow_contended=allow_contended, allow_overrides=allow_overrides)
     scored = run_scoring(results, None, options, with_evals=True)
     write_atomic(out, build_report(scored, scored.loaded.evals).encode("utf-8"))
     typer.echo(f"wrote {out}")
@@ -202,35 +242,43 @@ def report(results: ResultsArg = None, out: OutOpt = Path("report.html"),
 
 def plot_profile(results: ResultsArg = None, out: OutOpt = Path("profile.png"),
                  table: TableOpt = None, ruleset: RulesetOpt = None, by: ByOpt = ByChoice.time,
-                 tau_max: TauOpt = 4.0, bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
-                 variant_rule: VariantOpt = None,
+                 clock: ClockOpt = ClockChoice.refined, tau_max: TauOpt = 4.0,
+                 tau_points: TauPointsOpt = None, bootstrap: BootstrapOpt = 1000,
+                 seed: SeedOpt = 0, variant_rule: VariantOpt = None,
                  allow_mixed_hardware: MixedHardwareOpt = False,
-                 allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
+                 allow_mixed_frameworks: MixedFrameworksOpt = False,
+                 allow_contended: ContendedOpt = False,
+                 allow_overrides: OverridesOpt = False) -> None:
     """Performance profiles rho(tau), with bootstrap bands (PNG, SVG or PDF by extension)."""
     from scoring.plots import FORMATS, profile_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
-    options = make_options(ruleset=ruleset, by=by, tau_max=tau_max, baseline=None,
-                           bootstrap=bootstrap, seed=seed, variant_rule=variant_rule,
-                           allow_mixed_hardware=allow_mixed_hardware,
-                           allow_mixed_frameworks=allow_mixed_frameworks)
+    options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
+                           tau_points=tau_points, baseline=None, bootstrap=bootstrap, seed=seed,
+                           variant_rule=variant_rule, allow_mixed_hardware=allow_mixed_hardware,
+                           allow_mixed_frameworks=allow_mixed_frameworks,
+                           allow_contended=allow_contended, allow_overrides=allow_overrides)
     figure = profile_figure(run_scoring(results, table, options))
     write_atomic(out, figure_data(figure, fmt))
     typer.echo(f"wrote {out}")
 
 
 def plot_curves(results: ResultsArg = None, out: OutOpt = Path("curves.png"),
-                ruleset: RulesetOpt = None, bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
+                ruleset: RulesetOpt = None, clock: ClockOpt = ClockChoice.refined,
+                bootstrap: BootstrapOpt = 1000, seed: SeedOpt = 0,
                 allow_mixed_hardware: MixedHardwareOpt = False,
-                allow_mixed_frameworks: MixedFrameworksOpt = False) -> None:
+                allow_mixed_frameworks: MixedFrameworksOpt = False,
+                allow_contended: ContendedOpt = False,
+                allow_overrides: OverridesOpt = False) -> None:
     """Target metric against submission time: one subplot per workload, target as a line."""
     from scoring.plots import FORMATS, curves_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
-    options = make_options(ruleset=ruleset, by=ByChoice.time, tau_max=4.0, baseline=None,
-                           bootstrap=bootstrap, seed=seed, variant_rule=None,
-                           allow_mixed_hardware=allow_mixed_hardware,
-                           allow_mixed_frameworks=allow_mixed_frameworks)
+    options = make_options(ruleset=ruleset, by=ByChoice.time, clock=clock, tau_max=4.0,
+                           tau_points=None, baseline=None, bootstrap=bootstrap, seed=seed,
+                           variant_rule=None, allow_mixed_hardware=allow_mixed_hardware,
+                           allow_mixed_frameworks=allow_mixed_frameworks,
+                           allow_contended=allow_contended, allow_overrides=allow_overrides)
     scored = run_scoring(results, None, options, with_evals=True)
     write_atomic(out, figure_data(curves_figure(scored, scored.loaded.evals), fmt))
     typer.echo(f"wrote {out}")
