@@ -375,9 +375,11 @@ def _run_row(folder: Path, name: str) -> dict:
     else:
         try:
             data = json.loads((folder / name).read_text())
+            if not isinstance(data.get("config"), dict) or not isinstance(data.get("hparams") or {}, dict):
+                raise TypeError("config and hparams must be mappings")
             source = {**data["config"], "submission": data["submission"]["name"], "hparams": data["hparams"],
                       "status": "unfinished"}
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             source = {"status": "unreadable", "reason": f"{name}: {err}"}
     parts = folder.parts
     fallback = dict(zip(("workload", "size", "submission"), parts[-4:-1])) if len(parts) >= 4 else {}

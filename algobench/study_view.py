@@ -147,13 +147,19 @@ def runs_table(rows: Sequence[Mapping[str, Any]], *, title: str = "trials") -> T
     shared = groups.pop() if len(groups) == 1 else None
     table = Table(title=f"{title}: {shared}" if shared else title, box=box.SIMPLE_HEAD)
     for col in ("trial", "status", "to target", "steps"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("hyperparameters" + (" (those that vary)" if len(rows) > 1 else ""), ratio=1)
+        table.add_column(col, overflow="fold")  # narrow terminals fold cells, never cut them
+    table.add_column("hyperparameters" + (" (those that vary)" if len(rows) > 1 else ""), ratio=1, overflow="fold")
+    why = any(r.get("reason") and r["status"] in ("failed", "unreadable") for r in rows)
+    if why:
+        table.add_column("why it failed", ratio=1, overflow="fold")
     for r in rows:
         which = f"study{r['study']}-trial{r['trial']}" if r.get("study") is not None else Path(r["path"]).name
         if not shared:
             which = f"{r['workload']}/{r['size']}/{r['submission']} {which}"
-        table.add_row(which, Text(r["status"], style=STYLE.get(r["status"], "")),
-                      _seconds(r.get("time_to_target_s")), "-" if r.get("steps") is None else str(r["steps"]),
-                      format_hparams(r.get("hparams") or {}, keys if len(rows) > 1 else None))
+        cells = [which, Text(r["status"], style=STYLE.get(r["status"], "")),
+                 _seconds(r.get("time_to_target_s")), "-" if r.get("steps") is None else str(r["steps"]),
+                 format_hparams(r.get("hparams") or {}, keys if len(rows) > 1 else None)]
+        if why:
+            cells.append(r.get("reason") or "" if r["status"] in ("failed", "unreadable") else "")
+        table.add_row(*cells)
     return table

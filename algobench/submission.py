@@ -57,6 +57,11 @@ def make_hparams(values: Mapping[str, Any]) -> tuple:
     return Hyperparameters(**values)
 
 
+# AlgoPerf's model hyperparameters: accepted from any search space or --hparams file and ignored
+# (algobench's models have no dropout), so that AlgoPerf's files work with every submission.
+MODEL_HPARAMS = ("dropout_rate", "aux_dropout_rate")
+
+
 @dataclass(frozen=True)
 class Submission:
     name: str
@@ -82,7 +87,7 @@ class Submission:
         """The defaults with `overrides` applied; unknown names fail with the nearest valid ones."""
         values = dict(self.defaults)
         for key, value in (overrides or {}).items():
-            if self.defaults and key not in self.defaults:
+            if self.defaults and key not in self.defaults and key not in MODEL_HPARAMS:
                 hint = ", ".join(closest(key, self.defaults))
                 raise UserError(f"{source}: '{key}' is not a hyperparameter of {self.name}; "
                                 f"did you mean: {hint}?")

@@ -72,14 +72,13 @@ def execute(config: TrialConfig, consumers: Sequence[Consumer] = (), *, trial_di
         if hasattr(consumer, "open"):
             consumer.open(folder)
     exit_code = 1  # unless the trial ends: a harness error
-    started = False
+    discard = False
     try:
         checkpoint = ckpt.path_in(folder) if resumable else None
         for event in run_trial(config, sub, checkpoint=checkpoint, suspend=suspend, dist=dist):
             if isinstance(event, Suspended):
                 exit_code = 0
                 raise TrialSuspended(event, folder)
-            started = True
             for consumer in feed:
                 consumer(event)
             if isinstance(event, Ended):
@@ -88,13 +87,14 @@ def execute(config: TrialConfig, consumers: Sequence[Consumer] = (), *, trial_di
     except KeyboardInterrupt:
         exit_code = 130
         raise TrialInterrupted(folder) from None
-    except UserError:  # bad input found while setting up (data, shards): no trial is recorded
-        if not started and fresh and dist.is_main:
-            shutil.rmtree(folder, ignore_errors=True)
+    except UserError:  # bad input (data, shards) found on the way: no trial is recorded
+        discard = fresh and dist.is_main
         raise
     finally:
         for consumer in feed:
             if hasattr(consumer, "close"):
                 consumer.close(exit_code=exit_code)
+        if discard:
+            shutil.rmtree(folder, ignore_errors=True)
         if joined:
             torch.distributed.destroy_process_group()

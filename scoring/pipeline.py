@@ -71,6 +71,11 @@ class Scored:
         return int(here.sum())
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 trial`, `2 trials`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 CONTENDED_COLUMNS = ["trial_id", "submission", "workload", "why"]
 SETTINGS_COLUMNS = ["workload", "budget_s", "settings", "trials"]
 
@@ -101,14 +106,14 @@ def hardware_lines(trials: pd.DataFrame) -> tuple[str, ...]:
     lines = []
     for key, group in trials.groupby("hardware_key", sort=True):
         lines.append(f"{key}: {describe_hardware(group['hardware'].iloc[0])} "
-                     f"({len(group)} trials)")
+                     f"({plural(len(group), 'trial')})")
     return tuple(lines)
 
 
 def refuse_mixed(trials: pd.DataFrame, *, column: str, what: str, flag: str) -> None:
     counts = Counter(trials[column])
     if len(counts) > 1:
-        listed = ", ".join(f"{key} ({n} trials)" for key, n in sorted(counts.items()))
+        listed = ", ".join(f"{key} ({plural(n, 'trial')})" for key, n in sorted(counts.items()))
         raise UserError(f"refusing to score trials from different {what} together: {listed}; "
                         f"score them separately or pass {flag}")
 
@@ -119,7 +124,7 @@ def select_trials(trials: pd.DataFrame, *, options: ScoreOptions,
     if options.ruleset is None:
         rulesets = Counter(trials["ruleset"])
         if len(rulesets) > 1:
-            listed = ", ".join(f"{key} ({n} trials)" for key, n in sorted(rulesets.items()))
+            listed = ", ".join(f"{key} ({plural(n, 'trial')})" for key, n in sorted(rulesets.items()))
             raise UserError(f"trials from both rulesets under {where}: {listed}; "
                             "pick one with --ruleset external|self")
         ruleset = next(iter(rulesets))

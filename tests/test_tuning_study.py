@@ -123,7 +123,8 @@ def test_score_ranks_the_study(parallel_study, tmp_path):
                            steps_to_target=steps, submission_time_s=time_s)
             validate_summary(summary)
             path.write_text(json.dumps(summary))
-    res = algobench("score", str(tmp_path / "results"), "--format", "json", env=env, cwd=root, timeout=120)
+    res = algobench("score", str(tmp_path / "results"), "--format", "json", "--allow-contended", env=env, cwd=root,
+                    timeout=120)  # (the 2-core test machine is busy: its trials may be contended)
     assert res.returncode == 0, res.stdout + res.stderr
     records = json.loads(res.stdout)
     assert [r["submission"] for r in sorted(records, key=lambda r: -r["score"])] == ["fast", "adan"]

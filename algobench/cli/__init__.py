@@ -16,7 +16,7 @@ from algobench.errors import UserError
 app = typer.Typer(
     help="Benchmark neural-network training algorithms: time to a validation target, scored by "
          "performance profiles.\n\nExample: algobench run --workload gpt2 --submission adan",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)  # plain help: wraps, never cuts
 list_app = typer.Typer(help="List what is registered: algobench list workloads", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare datasets: algobench data prepare gpt2 --size smoke", no_args_is_help=True)
 plot_app = typer.Typer(help="Figures: performance profiles, validation curves, learning-rate schedules.",

@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from algobench import schedules
-from algobench.errors import UserError
 from algobench.cli.options import check_ranges, write_output
+from algobench.errors import UserError
 from algobench.hparam_ranges import COUNT, FRACTION, POSITIVE, Range
 
 FIGURE_FORMATS = ("png", "svg", "pdf")

@@ -3,7 +3,10 @@ options `run` and `tune` both take (with the environment variables that set them
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,16 +40,37 @@ def results_roots(given: list[Path] | None) -> list[Path]:
 class Format(str, Enum):
     table = "table"
     json = "json"
+    csv = "csv"
+
+
+def print_rows(rows: list[dict[str, Any]], fmt: Format) -> bool:
+    """Print `rows` as JSON or CSV (nested values as JSON text in a cell) and return True; False
+    for `table`, which each command draws itself."""
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return True
+    if fmt is Format.csv:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        out = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        out.writeheader()
+        for r in rows:
+            out.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+        return True
+    return False
 
 
 def workload_names(incomplete: str = "") -> list[str]:
-    from workloads import WORKLOADS  # (shell completion: the registry's names, no workload imported)
+    from workloads import (
+        WORKLOADS,  # (shell completion: the registry's names, no workload imported)
+    )
 
     return [n for n in WORKLOADS.names() if n.startswith(incomplete)]
 
 
 def submission_names(incomplete: str = "") -> list[str]:
-    from algobench.submission import builtin_names  # (shell completion: file names only)
+    from algobench.submission import (
+        builtin_names,  # (shell completion: file names only)
+    )
 
     return [n for n in builtin_names() if n.startswith(incomplete)]
 
@@ -102,14 +126,14 @@ def _not_empty(flag: str):
     return parse
 
 
-FormatOpt = Annotated[Format, typer.Option("--format", help="table or json.")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv (nothing is cut).")]
 WorkloadOpt = Annotated[str, typer.Option("--workload", "-w", help="Workload name, e.g. gpt2 (see: algobench list "
                                           "workloads).", autocompletion=workload_names)]
 SubmissionOpt = Annotated[str, typer.Option("--submission", "-s", help="Submission name in submissions/ (e.g. adan) "
                                             "or a path to a submission file (./my_opt.py).",
                                             autocompletion=submission_names)]
 SizeOpt = Annotated[str, typer.Option("--size", help="smoke (CPU, seconds), small (one GPU) or full (the benchmark).")]
-FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.\\[jax]'; "
+FrameworkOpt = Annotated[str, typer.Option("--framework", help="torch, or jax (pip install -e '.[jax]'; "
                                            "see: algobench list workloads).")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", envvar=DATA_ENV, parser=_not_empty("--data-dir"),
                                           help=f"Where prepared data lives [env {DATA_ENV}].")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,17 +10,42 @@ from rich.table import Table
 
 from algobench import submission as submission_lib
 from algobench.cli.options import (
-    BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
-    Format, FormatOpt, FrameworkOpt, HparamsOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsDirOpt, SizeOpt,
-    SlurmOpt, SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console,
-    run_options, usable_folder, validated, workload_names)
-from algobench.errors import UserError
-from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
+    BatchSizeOpt,
+    BudgetOpt,
+    ClusterOpt,
+    CompileOpt,
+    DataDirOpt,
+    DeviceOpt,
+    EvalEveryStepsOpt,
+    EvalPeriodOpt,
+    Format,
+    FormatOpt,
+    FrameworkOpt,
+    HparamsOpt,
+    LogEveryOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    ResultsDirOpt,
+    SizeOpt,
+    SlurmOpt,
+    SubmissionOpt,
+    WandbEntityOpt,
+    WandbOpt,
+    WandbProjectOpt,
+    WorkloadOpt,
+    console,
+    err_console,
+    print_rows,
+    run_options,
+    usable_folder,
+    validated,
+    workload_names,
+)
 from algobench.cli.slurm import submit_run
 from algobench.display import TrialDisplay, outcome_panel
-from algobench.specs import TrialConfig
+from algobench.errors import UserError
+from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, TrialConfig
 from workloads import WORKLOADS
-
 
 
 def run(
@@ -56,7 +80,10 @@ def run(
 
     Example: algobench run --workload gpt2 --submission adan --size smoke --seed 1
     """
-    from algobench.trial import TrialInterrupted, execute  # (torch: loaded when a trial runs, not for --help)
+    from algobench.trial import (  # (torch: loaded when a trial runs, not for --help)
+        TrialInterrupted,
+        execute,
+    )
 
     overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
     config = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
@@ -100,12 +127,11 @@ def list_workloads(fmt: FormatOpt = Format.table) -> None:
                          "step_hint": p.step_hint, "batch_size": p.batch_size, "frameworks": list(spec.frameworks),
                          "algoperf_name": spec.algoperf_name, "how_target_was_set": p.how_target_was_set,
                          "description": spec.description})
-    if fmt is Format.json:
-        print(json.dumps(rows, indent=2))
+    if print_rows(rows, fmt):
         return
     table = Table(title="workloads")
     for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch", "frameworks"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         t = r["target"]
         every = f"{r['eval_period_steps']} steps" if r["eval_period_steps"] else f"{r['eval_period_s']:g} s"
@@ -118,7 +144,9 @@ def list_workloads(fmt: FormatOpt = Format.table) -> None:
 def list_submissions(fmt: FormatOpt = Format.table) -> None:
     """Every built-in submission: form, paper, optimizer state in bytes per parameter (measured on the
     GPT-2 smoke model) and default hyperparameters. Example: algobench list submissions"""
-    from algobench.library import cached_state_bytes_per_param  # (torch: builds the GPT-2 smoke model)
+    from algobench.library import (
+        cached_state_bytes_per_param,  # (torch: builds the GPT-2 smoke model)
+    )
 
     rows = []
     with err_console.status("measuring optimizer state on the GPT-2 smoke model"):
@@ -133,8 +161,7 @@ def list_submissions(fmt: FormatOpt = Format.table) -> None:
             rows.append({"submission": name, "form": sub.form, "frameworks": list(sub.frameworks), "paper": sub.paper,
                          "state_bytes_per_param": state_bytes,
                          "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path)})
-    if fmt is Format.json:
-        print(json.dumps(rows, indent=2))
+    if print_rows(rows, fmt):
         return
     table = Table(title="submissions (state: optimizer state in bytes per parameter, GPT-2 smoke)")
     for col in ("submission", "form", "frameworks", "paper", "state", "defaults"):
@@ -142,7 +169,7 @@ def list_submissions(fmt: FormatOpt = Format.table) -> None:
     for r in rows:
         state = "?" if r["state_bytes_per_param"] is None else f"{r['state_bytes_per_param']:.2f}"
         table.add_row(r["submission"], r["form"], ", ".join(r["frameworks"]), r["paper"], state,
-                      ", ".join(f"{k}={v}" for k, v in r["hparams"].items()))
+                      "\n".join(f"{k}={v}" for k, v in r["hparams"].items()))  # one per line: never split
     console.print(table)
 
 

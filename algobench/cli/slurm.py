@@ -10,11 +10,10 @@ from rich.table import Table
 
 from algobench.cli.options import Format, FormatOpt, ResultsDirOpt, console, err_console
 from algobench.display import outcome_panel
-from algobench.specs import DEFAULT_RESULTS_DIR
 from algobench.errors import unknown
 from algobench.slurm import jobs as job_records
 from algobench.slurm.profile import EXECUTORS, load_profile
-from algobench.specs import TrialConfig
+from algobench.specs import DEFAULT_RESULTS_DIR, TrialConfig
 
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "REQUEUED": "yellow",
                "FAILED": "red", "CANCELLED": "red", "TIMEOUT": "red", "OUT_OF_MEMORY": "red"}

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -16,15 +15,48 @@ from rich.table import Table
 from algobench import submission as submission_lib
 from algobench import tuning
 from algobench.cli.options import (
-    BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
-    FrameworkOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsArg, ResultsDirOpt, SizeOpt, SlurmOpt,
-    SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console, results_roots,
-    run_options, usable_folder, validated)
-from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
-from algobench.errors import UserError
-from algobench.specs import TrialConfig
-from algobench.study import InProcessExecutor, ProcessPoolExecutor, find_runs, offline_wandb_runs, plan_study, \
-    run_study, trial_dir
+    BatchSizeOpt,
+    BudgetOpt,
+    ClusterOpt,
+    CompileOpt,
+    DataDirOpt,
+    DeviceOpt,
+    EvalEveryStepsOpt,
+    EvalPeriodOpt,
+    Format,
+    FormatOpt,
+    FrameworkOpt,
+    LogEveryOpt,
+    MaxStepsOpt,
+    PrecisionOpt,
+    ResultsArg,
+    ResultsDirOpt,
+    SizeOpt,
+    SlurmOpt,
+    SubmissionOpt,
+    WandbEntityOpt,
+    WandbOpt,
+    WandbProjectOpt,
+    WorkloadOpt,
+    console,
+    err_console,
+    print_rows,
+    results_roots,
+    run_options,
+    usable_folder,
+    validated,
+)
+from algobench.errors import UserError, unknown
+from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, SIZES, TrialConfig
+from algobench.study import (
+    InProcessExecutor,
+    ProcessPoolExecutor,
+    find_runs,
+    offline_wandb_runs,
+    plan_study,
+    run_study,
+    trial_dir,
+)
 from algobench.study_view import StudyView, format_hparams, runs_table
 from algobench.tuning import DEFAULT_TRIALS, SELF_BUDGET_FACTOR
 from workloads import WORKLOADS
@@ -33,11 +65,6 @@ from workloads import WORKLOADS
 class Ruleset(str, Enum):
     external = "external"
     self = "self"
-
-
-class RunsFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 def tune(
@@ -192,6 +219,9 @@ def _report(outcome, *, tuned: list[str]) -> None:
         raise typer.Exit(1)
 
 
+RUN_STATUSES = ("reached", "not_reached", "failed", "unfinished", "unreadable")
+
+
 def runs(
     results: ResultsArg = None,
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only this workload.")] = None,
@@ -200,7 +230,7 @@ def runs(
     study: Annotated[int | None, typer.Option(help="Only this study.")] = None,
     status: Annotated[str | None, typer.Option(
         help="Only this status: reached, not_reached, failed or unfinished.")] = None,
-    fmt: Annotated[RunsFormat, typer.Option("--format", help="table or json.")] = RunsFormat.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """The trials found in RESULTS: status, time-to-target and hyperparameters.
 
@@ -208,9 +238,13 @@ def runs(
     """
     rows = find_runs(results_roots(results))
     wanted = {"workload": workload, "submission": submission, "size": size, "study": study, "status": status}
+    known = {"workload": WORKLOADS.names(), "size": SIZES, "status": RUN_STATUSES,
+             "submission": sorted({r["submission"] for r in rows} | set(submission_lib.builtin_names()))}
+    for key, choices in known.items():  # a typo names the nearest choice instead of "no trials found"
+        if wanted[key] is not None and wanted[key] not in choices:
+            raise unknown(key, wanted[key], choices)
     rows = [r for r in rows if all(v is None or r[k] == v for k, v in wanted.items())]
-    if fmt is RunsFormat.json:
-        print(json.dumps(rows, indent=2))
+    if print_rows(rows, fmt):
         return
     if not rows:
         console.print("no trials found" + (" matching the filters" if any(wanted.values()) else ""))

@@ -59,15 +59,21 @@ def submit_trials(configs: Sequence[TrialConfig], *, executor: str = "slurm",
     for config in configs:
         ensure_trial_data(WORKLOADS.get(config.workload), config)
     results_dir = configs[0].results_dir
-    ex = _executor(executor, job_records.jobs_dir(results_dir) / "%j", profile, parallelism)
+    ex = _executor(executor, job_records.jobs_dir(results_dir) / "%j", profile, parallelism)  # (made lazily)
+    jobs_folder = job_records.jobs_dir(results_dir)
+    before = set(jobs_folder.iterdir()) if jobs_folder.is_dir() else set()
     folders = [_reserve_trial_dir(c) for c in configs]
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint too
             jobs = ex.submit_array([TrialJob(c, d) for c, d in zip(configs, folders)])
-    except BaseException as err:  # leave no empty trial folder behind
+    except BaseException as err:  # leave no empty trial folder and none of submitit's files behind
         for folder in folders:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+        for leftover in (set(jobs_folder.iterdir()) - before) if jobs_folder.is_dir() else ():
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        if jobs_folder.is_dir() and not any(jobs_folder.iterdir()):
+            jobs_folder.rmdir()
         if isinstance(err, (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError)):
             reason = " ".join(str(err).split()) or type(err).__name__
             raise UserError(f"sbatch refused the job: {reason}") from None
@@ -116,7 +122,29 @@ def wait(submitted: Sequence[Submitted], *, on_state: Callable[[str], None] = la
         if pending:
             on_state(", ".join(sorted({s.job.state for s in pending})))
             time.sleep(poll_s)
+    _until_accounted(submitted, on_state=on_state, poll_s=poll_s)
     return [_summary_of(s) for s in submitted]
+
+
+def _until_accounted(submitted: Sequence[Submitted], *, on_state: Callable[[str], None], poll_s: float,
+                     limit_s: float = 120.0) -> None:
+    """submitit calls a job done once its result file is written; SLURM's accounting says so a little
+    later (the job is COMPLETING). Wait until `sacct` (or `squeue`) shows every job terminal, so
+    that `algobench jobs` right after agrees (up to `limit_s`; debug jobs have no SLURM state)."""
+    ids = [str(s.job.job_id) for s in submitted if type(s.job).__name__ != "DebugJob"]
+    deadline = time.monotonic() + limit_s
+    while ids and time.monotonic() < deadline:
+        states = job_records.slurm_states(ids)
+        busy = sorted({states[i][0] for i in ids if i in states and states[i][0] not in TERMINAL})
+        if not busy:
+            return
+        on_state(", ".join(busy))
+        time.sleep(min(poll_s, 1.0))
+
+
+# SLURM job states after which a job never runs again (squeue/sacct names).
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                      "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
 
 
 def _summary_of(s: Submitted) -> dict | None:
