@@ -61,15 +61,15 @@ RANGES: dict[str, Range] = {
     "one_minus_beta1": Range(0.0, 1.0, lo_open=True),
     "eps": POSITIVE, "adam_eps": POSITIVE,
     "weight_decay": NON_NEGATIVE, "wd_ratio": NON_NEGATIVE, "weight_lr_power": NON_NEGATIVE,
-    "grad_clip": Range(0.0, lo_open=True, nullable=True), "clip_value": Range(0.0, lo_open=True, nullable=True),
+    "grad_clip": Range(0.0, nullable=True), "clip_value": Range(0.0, nullable=True),  # (0 or null: off)
     "warmup_frac": FRACTION, "warmup_factor": FRACTION, "freeze_frac": Range(0.0, 1.0, hi_open=True),
     "decay_steps_factor": Range(0.0, 1.0, lo_open=True), "end_factor": FRACTION,
-    "density": Range(0.0, 1.0, lo_open=True), "delta": FRACTION, "r": POSITIVE,
+    "density": Range(0.0, 1.0, lo_open=True), "delta": FRACTION, "r": NON_NEGATIVE,
     "rho": POSITIVE, "reset_threshold": POSITIVE, "stabilization": FRACTION,
     "hybrid_min_decrease": NON_NEGATIVE, "label_smoothing": Range(0.0, 1.0, hi_open=True),
     "dropout_rate": Range(0.0, 1.0, hi_open=True, nullable=True),
     "hessian_interval": COUNT, "inv_freq": COUNT, "reset_interval": COUNT, "update_gap": COUNT,
-    "ns_steps": COUNT, "hybrid_window": COUNT,
+    "ns_steps": Range(0, integer=True), "hybrid_window": COUNT,  # (auon: ns_steps 0 is the pure method)
 }
 
 

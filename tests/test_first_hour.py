@@ -59,7 +59,7 @@ def run_args(data_dir, tmp_path):
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0, got nan"),
     ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
     ({"beta1": 1.5}, "beta1 must be a finite number in [0, 1), got 1.5"),
-    ({"grad_clip": -1}, "grad_clip must be a finite number > 0 or null (off), got -1"),
+    ({"grad_clip": -1}, "grad_clip must be a finite number >= 0 or null (off), got -1"),
     ({"weight_decay": -1}, "weight_decay must be a finite number >= 0, got -1"),
     ({"warmup_frac": 2.0}, "warmup_frac must be a finite number in [0, 1], got 2.0"),
 ])
@@ -229,3 +229,18 @@ def test_a_piped_run_prints_a_line_per_log_interval_and_eval(data_dir, tmp_path)
     evals = [line for line in lines if line.startswith("eval @ step ")]
     assert [line.split()[3] for line in evals] == ["15", "30"], res.stdout
     assert all("val_loss" in line and "target val_loss <=" in line for line in evals)
+
+
+def test_every_shipped_default_and_search_space_is_inside_the_declared_ranges():
+    """The ranges are the submissions' own: no default and no search-space end falls outside them."""
+    from algobench import hparam_ranges
+    from algobench import submission as submission_lib
+
+    for name in submission_lib.builtin_names():
+        sub = submission_lib.load(name)
+        extra = getattr(sub.module, "HPARAM_RANGES", None)
+        hparam_ranges.check(sub.defaults, source=f"{name} defaults", extra=extra)
+        for key, space in sub.search_space.items():
+            ends = space.get("feasible_points") or [space.get("min"), space.get("max")]
+            for value in ends:
+                hparam_ranges.check({key: value}, source=f"{name} SEARCH_SPACE", extra=extra)

@@ -69,8 +69,9 @@ def trial_config(data_dir: Path, results_dir: Path, submission: str = "adamw", *
 
 
 def eval_history(trial_dir: Path) -> list[tuple]:
-    df = pd.read_parquet(trial_dir / "evals.parquet")
-    return list(df[["step", "val_loss", "test_loss"]].itertuples(index=False, name=None))
+    """The rows as tuples; a split not evaluated at a step (the test split before the end) reads None."""
+    df = pd.read_parquet(trial_dir / "evals.parquet")[["step", "val_loss", "test_loss"]]
+    return list(df.astype(object).where(df.notna(), None).itertuples(index=False, name=None))
 
 
 def until(condition, timeout_s: float, what: str, poll_s: float = 0.5):

@@ -120,7 +120,8 @@ def test_score_ranks_the_study(parallel_study, tmp_path):
             summary = json.loads(path.read_text())
             steps = summary["steps"]
             summary.update(submission=name, status="reached", reason="target reached", time_to_target_s=time_s,
-                           steps_to_target=steps, submission_time_s=time_s)
+                           steps_to_target=steps, submission_time_s=time_s, refined_time_to_target_s=time_s,
+                           refined_steps_to_target=steps, trial_id=f"{name}-{summary['trial_id']}")
             validate_summary(summary)
             path.write_text(json.dumps(summary))
     res = algobench("score", str(tmp_path / "results"), "--format", "json", "--allow-contended", env=env, cwd=root,

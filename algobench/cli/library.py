@@ -13,7 +13,7 @@ import typer
 from algobench import schedules
 from algobench.cli.options import check_ranges, write_output
 from algobench.errors import UserError
-from algobench.hparam_ranges import COUNT, FRACTION, POSITIVE, Range
+from algobench.hparam_ranges import COUNT, FRACTION, POSITIVE
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
@@ -47,7 +47,7 @@ def plot_schedule(
     check_ranges(dict(steps=steps, peak_lr=peak_lr, warmup_frac=warmup_frac, cooldown_frac=cooldown_frac,
                       final_lr_frac=final_lr_frac, tau=tau),
                  dict(steps=COUNT, peak_lr=POSITIVE, warmup_frac=FRACTION, cooldown_frac=FRACTION,
-                      final_lr_frac=FRACTION, tau=Range(0.0, 1.0, lo_open=True)))
+                      final_lr_frac=FRACTION, tau=FRACTION))  # (tau 0: no smoothing)
     lr_at = schedules.named(name, steps=steps, peak_lr=peak_lr, warmup_frac=warmup_frac,
                             cooldown_frac=cooldown_frac, final_lr_frac=final_lr_frac, grad_norms=grad_norms,
                             tau=tau, norm=norm)

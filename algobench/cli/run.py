@@ -141,6 +141,13 @@ def list_workloads(fmt: FormatOpt = Format.table) -> None:
     console.print(table)
 
 
+def fidelity(module) -> dict:
+    """What a submission says of its authors' code (README: Fidelity to the authors' code)."""
+    return {"reference": getattr(module, "REFERENCE", ""), "equal_under": getattr(module, "EQUAL_UNDER", ""),
+            "reference_test": getattr(module, "REFERENCE_TEST", ""),
+            "differences": list(getattr(module, "DIFFERENCES", []))}
+
+
 def list_submissions(fmt: FormatOpt = Format.table) -> None:
     """Every built-in submission: form, paper, optimizer state in bytes per parameter (measured on the
     GPT-2 smoke model) and default hyperparameters. Example: algobench list submissions"""
@@ -160,7 +167,8 @@ def list_submissions(fmt: FormatOpt = Format.table) -> None:
                 state_bytes = None
             rows.append({"submission": name, "form": sub.form, "frameworks": list(sub.frameworks), "paper": sub.paper,
                          "state_bytes_per_param": state_bytes,
-                         "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path)})
+                         "hparams": sub.defaults, "search_space": sub.search_space, "path": str(sub.path),
+                         **fidelity(sub.module)})
     if print_rows(rows, fmt):
         return
     table = Table(title="submissions (state: optimizer state in bytes per parameter, GPT-2 smoke)")

@@ -134,14 +134,14 @@ def tune(
                      options=run_options(device=device, precision=precision, compile=compile, max_steps=max_steps,
                                          batch_size=batch_size, budget_s=budget_s, eval_period_s=eval_period_s,
                                          eval_every_steps=eval_every_steps, log_every_steps=log_every_steps))
-    usable_folder(base.data_dir, "--data-dir", writable=False)
-    usable_folder(base.results_dir, "--results-dir")
     n_trials = trials if trials is not None else (1 if ruleset is Ruleset.self else DEFAULT_TRIALS)
     configs = tuning.study_configs(base, space=space, trials=n_trials, studies=studies, seed=seed,
                                    base_budget_s=budget_s or WORKLOADS.get(workload).preset(size).budget_s,
                                    self_budget_factor=self_budget_factor)
     for config in configs:  # types of sampled values (a string where a number belongs, ...)
         sub.hparams(config.hparams, source=f"search space {space.source}" if space else "--hparams")
+    usable_folder(base.data_dir, "--data-dir", writable=False)
+    usable_folder(base.results_dir, "--results-dir")
     plan = plan_study(configs)
     names = {trial_dir(c).name: c for c in configs}
     _say_resume(plan)
