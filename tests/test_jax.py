@@ -246,10 +246,12 @@ def test_data_parallel_over_two_devices_matches_one(data_dir, tmp_path):
 # --- the same submission reaches the smoke target in both frameworks ------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["torch", "jax"])
+@pytest.mark.parametrize("framework", ["jax"])  # torch reaches both targets in test_cli.py and test_vit.py
 @pytest.mark.parametrize("name,max_steps", [("gpt2", 800), ("vit", 1_800)])
 def test_adamw_reaches_the_smoke_target_in_both_frameworks(name, max_steps, framework, data_dir):
-    """Steps, not seconds, bound this test (a loaded machine stays reproducible): the budget is lifted."""
+    """Steps, not seconds, bound this test (a loaded machine stays reproducible): the budget is lifted.
+    The torch half of this comparison is the torch target tests (gpt2: test_cli.py's quickstart
+    test, vit: test_vit.py), which the suite runs anyway."""
     spec = WORKLOADS.get(name)
     if not spec.data.is_ready("smoke", data_dir):
         spec.data.prepare("smoke", data_dir)
