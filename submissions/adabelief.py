@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
@@ -94,6 +94,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                      betas=(hparams.beta1, hparams.beta2), eps=hparams.eps, rectify=hparams.rectify)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

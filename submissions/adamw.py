@@ -9,7 +9,7 @@ Weight decay applies to weights and embeddings, not to biases and norms.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Decoupled Weight Decay Regularization (Loshchilov & Hutter, ICLR 2019)"
@@ -47,6 +47,4 @@ def make_optax(*, learning_rate, hparams, workload):
                        weight_decay=hparams.weight_decay, mask=workload.decay_mask)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -20,7 +20,7 @@ import itertools
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "8-bit Optimizers via Block-wise Quantization (Dettmers et al., ICLR 2022)"
@@ -168,6 +168,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                      betas=(hparams.beta1, hparams.beta2), eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

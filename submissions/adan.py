@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models (Xie et al., 2022)"
@@ -142,6 +142,4 @@ def make_optax(*, learning_rate, hparams, workload):
     return optax.GradientTransformation(init, update)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

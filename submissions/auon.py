@@ -27,7 +27,7 @@ val_loss 4.58; plain AuON 4.73 at lr 0.05, 4.78 at 0.1, 5.04 at 0.2; Muon 3.81);
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
 
 PAPER = "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates (Maity, 2025)"
@@ -73,6 +73,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                           betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import adamw_step, as_matrix, split_groups
 
 PAPER = "FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training (Zmushko et al., 2024)"
@@ -187,6 +187,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                   block_order=hparams.block_order, state_free_lr_scale=hparams.state_free_lr_scale)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

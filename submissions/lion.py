@@ -10,7 +10,7 @@ decay 3-10x larger than AdamW's, and betas (0.95, 0.98) for language models.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
@@ -65,6 +65,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                 betas=(hparams.beta1, hparams.beta2))
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -23,7 +23,7 @@ the reference's distributed all-gather is not needed in one process.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
 
 PAPER = "Muon: An optimizer for hidden layers in neural networks (Jordan et al., 2024)"
@@ -59,6 +59,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                           betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

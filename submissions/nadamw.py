@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Incorporating Nesterov Momentum into Adam (Dozat, 2016); AlgoPerf baseline (Dahl et al., 2023)"
@@ -111,6 +111,4 @@ def make_optax(*, learning_rate, hparams, workload):
     return optax.GradientTransformation(init, update)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_factor * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_factor")

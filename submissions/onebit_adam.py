@@ -31,7 +31,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence Speed (Tang et al., 2021)"
@@ -175,6 +175,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                       freeze_step=max(int(hparams.freeze_frac * workload.step_hint), 1), ddp_module=ddp)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

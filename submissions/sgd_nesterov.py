@@ -16,7 +16,7 @@ skips biases and norms (AlgoPerf decays every parameter).
 
 import torch
 
-from algobench.schedules import warmup_linear
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = ("On the importance of initialization and momentum in deep learning (Sutskever et al., 2013); "
@@ -47,8 +47,5 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                            nesterov=True, foreach=True)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_factor * step_hint), 1)
-    return warmup_linear(step, peak_lr=hparams.learning_rate, warmup_steps=warmup,
-                         decay_steps=int(hparams.decay_steps_factor * (step_hint - warmup)),
-                         final_lr_frac=hparams.end_factor)
+lr_schedule = schedules.lr_schedule("warmup_linear", warmup="warmup_factor", decay_frac="decay_steps_factor",
+                                    final_lr_frac="end_factor")

@@ -12,7 +12,7 @@ so a resumed optimizer keeps its scales (the official code re-measures them afte
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "No More Adam: Learning Rate Scaling at Initialization is All You Need (Xu et al., 2024)"
@@ -77,6 +77,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                   momentum=hparams.momentum, eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

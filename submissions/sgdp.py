@@ -13,7 +13,7 @@ chosen with torch.where (no host sync), the same numbers as the official `if`.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 from submissions.adamp import radial_projection
@@ -83,6 +83,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                 wd_ratio=hparams.wd_ratio)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

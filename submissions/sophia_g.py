@@ -34,7 +34,7 @@ the runs are short) are the defaults here; the paper's values lie in the search 
 import torch
 import torch.distributed as dist
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training (Liu et al., 2023)"
@@ -183,6 +183,4 @@ def update_params(*, workload, current_param_container, current_params_types, mo
     return optimizer_state, model, model_state, loss.detach()
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

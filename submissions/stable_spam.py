@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam (Huang et al., 2025)"
@@ -141,6 +141,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                       gamma2=hparams.gamma2, theta=hparams.theta, reset_interval=hparams.reset_interval)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")
