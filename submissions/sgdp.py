@@ -2,13 +2,15 @@
 
 Update (the official clovaai/AdamP `SGDP`, momentum buffer starting at zero):
     b <- mu b + (1 - dampening) g
-    d = g + mu b (nesterov) or b
+    d = g + mu b (nesterov) or d = b (the buffer itself, not a copy)
     d, r <- projection(theta, g, d)       (see submissions/adamp.py: r = wd_ratio on weights taken
-                                           as scale-invariant, else 1; only weights of 2+ dims)
+                                           as scale-invariant, else 1; only weights of 2+ dims).
+                                           The projection subtracts in place, so without Nesterov
+                                           the radial component leaves the stored momentum too.
     theta <- theta * (1 - lr * wd * r / (1 - mu))    (decoupled, scaled by the momentum's 1/(1-mu))
     theta <- theta - lr * d
 Schedule: linear warmup then cosine (the paper's ImageNet runs use cosine decay). The projection is
-chosen with torch.where (no host sync), the same numbers as the official `if`.
+chosen with torch.where (no host sync) and written back into d, as the official in-place `-=`.
 """
 
 import torch
@@ -69,8 +71,9 @@ class SGDP(torch.optim.Optimizer):
             for i, (p, g) in enumerate(zip(params, grads)):
                 decay = 1.0
                 if p.dim() > 1:
-                    directions[i], decay = radial_projection(p, g, directions[i], delta=group["delta"],
-                                                             wd_ratio=group["wd_ratio"], eps=group["eps"])
+                    projected, decay = radial_projection(p, g, directions[i], delta=group["delta"],
+                                                         wd_ratio=group["wd_ratio"], eps=group["eps"])
+                    directions[i].copy_(projected)  # in place: without Nesterov, the momentum buffer itself
                 if wd > 0:
                     p.mul_(1 - lr * wd * decay / (1 - mu))
             torch._foreach_add_(params, directions, alpha=-lr)
