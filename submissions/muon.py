@@ -18,7 +18,9 @@ Learning rates: `learning_rate` is Muon's (the README's 0.02); AdamW's is `adam_
 both follow the same warmup-cosine schedule (AdamW's group has `lr_scale` = adam/muon lr).
 Deliberate differences from the reference code: same-shaped matrices are orthogonalized in one
 batched call (same result); off GPU the iteration runs in the parameter dtype instead of bfloat16;
-the reference's distributed all-gather is not needed in one process.
+the reference's distributed all-gather is not needed in one process. A parameter whose gradient is
+None steps with a zero gradient, as the reference's `p.grad = torch.zeros_like(p)` (momentum decays
+and is still applied, weight decay applies), in the Muon and the AdamW groups.
 """
 
 import torch
@@ -56,7 +58,8 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
     steps = hparams.ns_steps
     return MatrixMomentum(groups, direction=lambda M: newton_schulz(M, steps), lr=hparams.learning_rate,
                           momentum=hparams.momentum, nesterov=hparams.nesterov,
-                          betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
+                          betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps,
+                          zero_missing_grads=True)
 
 
 lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")
