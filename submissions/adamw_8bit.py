@@ -7,12 +7,15 @@ Update, as bitsandbytes' AdamW8bit block-wise kernel (beta1, beta2 as in code):
     theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)   (the fp32 m, v)
     theta <- theta * (1 - lr * wd)                   (decoupled; bitsandbytes decays after the step)
     state1, absmax1 = quantize(m, signed map) ; state2, absmax2 = quantize(v, unsigned map)
-Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of 2048;
+Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of
+`block_size` = 2048, the paper's block size and bitsandbytes' before 0.44 (bitsandbytes >= 0.44
+quantizes optimizer states in blocks of 256: pass block_size=256 for its current blocking; 2048 is
+kept so that results and state sizes stay comparable with earlier runs);
 each block keeps absmax = max |x| in fp32 and each value the uint8 index of the nearest entry of
 x / absmax in the 256-value dynamic map (bitsandbytes' create_dynamic_map: a sign, an exponent
 of up to 7 zero bits ended by a one, and linear fraction bits); a quantized m keeps its sign (the
 kernel's one-index fix). Tensors smaller than 4096 elements keep fp32 moments, as bitsandbytes'
-min_8bit_size. State: 2 bytes per parameter plus 8 bytes per 2048. Not included: the paper's
+min_8bit_size. State: 2 bytes per parameter plus 8 bytes per block. Not included: the paper's
 StableEmbedding layer (a model change) and percentile clipping.
 """
 
