@@ -334,14 +334,17 @@ class SailAdan(Optimizer):
 
 class AddonsLAMB(Optimizer):
     """tensorflow/addons, tensorflow_addons/optimizers/lamb.py, `_resource_apply_dense`, in torch:
+    the step count is the optimizer's `iterations` (one per apply, shared by every variable);
     `decay` marks the tensors that are decayed and layer-adapted (exclude_from_layer_adaptation
     defaults to exclude_from_weight_decay there)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, decay=True):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decay=decay))
+        self.iterations = 0
 
     @torch.no_grad()
     def step(self):
+        local_step = self.iterations + 1
         for group in self.param_groups:
             beta_1_t, beta_2_t = group["betas"]
             for var in group["params"]:
@@ -349,9 +352,7 @@ class AddonsLAMB(Optimizer):
                     continue
                 grad, state = var.grad, self.state[var]
                 if not state:
-                    state["step"], state["m"], state["v"] = 0, torch.zeros_like(var), torch.zeros_like(var)
-                state["step"] += 1
-                local_step = state["step"]
+                    state["m"], state["v"] = torch.zeros_like(var), torch.zeros_like(var)
                 m_t = state["m"].mul_(beta_1_t).add_(grad * (1 - beta_1_t))
                 v_t = state["v"].mul_(beta_2_t).add_(grad * grad * (1 - beta_2_t))
                 m_t_hat = m_t / (1.0 - beta_1_t**local_step)
@@ -364,6 +365,7 @@ class AddonsLAMB(Optimizer):
                     w_norm, g_norm = var.norm(p=2), update.norm(p=2)
                     ratio = torch.where(w_norm > 0, torch.where(g_norm > 0, w_norm / g_norm, 1.0), 1.0)
                 var.sub_(ratio * group["lr"] * update)
+        self.iterations += 1
 
 
 class SGDSaI103(Optimizer):
