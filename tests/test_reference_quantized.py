@@ -59,3 +59,37 @@ def test_adamw_8bit_equals_bitsandbytes_blockwise_update_within_the_state_tolera
     assert error <= 2e-4, f"relative error {error:.3e}"
     for i in (1, 3):  # below min_8bit_size: fp32 moments on both sides
         assert "exp_avg" in ours.state[ours_params[i]]
+
+
+# --- 1-bit Adam -------------------------------------------------------------------------------------
+
+def test_onebit_adam_warmup_equals_deepspeed_after_its_initialization_step():
+    """DeepSpeed's first step() only initializes: fed one extra (unused) gradient first and a
+    freeze_step one larger, it takes the submission's steps during the warmup (full-precision
+    Adam without bias correction, decoupled `update += wd * p`), 120 steps in float64. After the
+    warmup one process compresses in the submission and not in DeepSpeed (documented)."""
+    from tests.references.quantized import DeepSpeedOnebitAdam
+
+    OnebitAdam = submission_lib.load("onebit_adam").module.OnebitAdam
+    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
+    spec = [([0, 2, 3], {"weight_decay": 0.1}), ([1], {"weight_decay": 0.0})]
+    init = H.initial()
+    finals = []
+    for kind in ("deepspeed", "ours"):
+        params = H.make_params(init)
+        groups = H.groups_of(params, spec)
+        if kind == "deepspeed":
+            opt = DeepSpeedOnebitAdam(groups, freeze_step=H.STEPS + 2, **kw)
+            for p in params:
+                p.grad = torch.zeros_like(p)  # the initialization call: nothing moves
+            opt.step()
+            assert all(torch.equal(p.detach(), x) for p, x in zip(params, init))
+        else:
+            opt = OnebitAdam(groups, freeze_step=H.STEPS + 1, **kw)
+        for step in range(H.STEPS):
+            for i, p in enumerate(params):
+                p.grad = H.noisy_gradient(step, i, p.detach().clone())
+            opt.step()
+        finals.append([p.detach() for p in params])
+    error = H.relative_error(finals[0], finals[1], init)
+    assert error <= H.TOL, f"relative error {error:.3e}"

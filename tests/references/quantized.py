@@ -1,9 +1,12 @@
-"""8-bit AdamW as bitsandbytes 0.50.2 releases it in pure PyTorch (the CPU backend): `Optimizer2State`
+"""The communication- and memory-saving Adams, for the reference tests.
+
+`BnbAdamW8bitCPU`: 8-bit AdamW as bitsandbytes 0.50.2 releases it in pure PyTorch (the CPU backend): `Optimizer2State`
 (bitsandbytes/optim/optimizer.py: blocks of 256, fp32 states below `min_8bit_size`), the dynamic
 maps of `functional.create_dynamic_map`, the blockwise quantization of backends/default/ops.py
 (nearest code by bucketize on the midpoints, absmax per block, the last block partial) and the
 update of backends/cpu/ops.py (`_optimizer_update_8bit_blockwise_cpu`, `_optimizer_update_32bit_cpu`,
-optimizer "adam"). Nothing here imports algobench or the submissions.
+optimizer "adam"). `DeepSpeedOnebitAdam`: DeepSpeed's 1-bit Adam on one process. Nothing here
+imports algobench or the submissions.
 """
 
 from __future__ import annotations
@@ -112,3 +115,48 @@ class BnbAdamW8bitCPU(Optimizer):
                     state["state1"], state["absmax1"] = quantize_blockwise(state1, self.qmap1, BLOCKSIZE)
                     state["state2"], state["absmax2"] = quantize_blockwise(state2, self.qmap2, BLOCKSIZE)
                 p.data.copy_(p_fp32)
+
+
+class DeepSpeedOnebitAdam(Optimizer):
+    """microsoft/DeepSpeed deepspeed/runtime/fp16/onebit/adam.py `OnebitAdam.step` on one process
+    (comm size 1: `compressed_allreduce` is skipped there), bias_correction off as its default use:
+    the first call only initializes (counts a step, moves nothing); then Adam without bias
+    correction, update = m / (sqrt(v) + eps) + wd * p; after the call at which step >= freeze_step,
+    v is frozen and only m is updated."""
+
+    def __init__(self, params, lr=1e-3, freeze_step=100000, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.freeze_step = freeze_step
+        self.adam_freeze_key, self.initialize = False, False
+
+    @torch.no_grad()
+    def step(self):
+        state = None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad, state = p.grad, self.state[p]
+                if len(state) == 0:
+                    state["step"], state["exp_avg"], state["exp_avg_sq"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                if not self.initialize:
+                    self.adam_freeze_key = True  # set while the error buffers are allocated
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                beta1, beta2 = group["betas"]
+                state["step"] += 1
+                if self.adam_freeze_key is False:
+                    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                else:
+                    if self.initialize is True:
+                        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                if self.initialize:
+                    update = exp_avg / (exp_avg_sq.sqrt() + group["eps"])
+                    if group["weight_decay"] > 0.0:
+                        update += group["weight_decay"] * p
+                    p.add_(-group["lr"] * update)
+        if not self.initialize:
+            self.adam_freeze_key, self.initialize = False, True
+            return
+        if self.adam_freeze_key is False and state["step"] >= self.freeze_step:
+            self.adam_freeze_key = True
