@@ -27,6 +27,22 @@ from submissions._foreach import closure_loss, group_tensors
 PAPER = ("AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients "
          "(Zhuang et al., NeurIPS 2020)")
 
+REFERENCE = ("juntang-zhuang/Adabelief-Optimizer, "
+             "pypi_packages/adabelief_pytorch0.2.1/adabelief_pytorch/AdaBelief.py (adabelief-pytorch 0.2.1)")
+EQUAL_UNDER = ("float64, rectify on and off, eps 1e-16 and 1e-8, weight_decouple=True, fixed_decay=False, "
+               "degenerated_to_sgd=True, None gradients (a tensor in a group of its own); tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_adabelief_equals_adabelief_pytorch_0_2_1"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("Only the release's defaults weight_decouple=True, fixed_decay=False, degenerated_to_sgd=True are offered; "
+     "amsgrad is not (in 0.2.1 its running max is never stored)."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 6e-3,
     "beta1": 0.9,

@@ -14,6 +14,16 @@ from algobench.workload import param_groups
 
 PAPER = "Decoupled Weight Decay Regularization (Loshchilov & Hutter, ICLR 2019)"
 
+REFERENCE = ("pytorch/pytorch, torch/optim/adamw.py (torch.optim.AdamW, the installed torch; the paper's own "
+             "code, loshchil/AdamW-and-SGDW, is Lua Torch7)")
+EQUAL_UNDER = ("float64, the foreach implementation the submission builds against torch's single-tensor update, "
+               "None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_adamw_equals_torch_single_tensor_adamw"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 3e-3,
     "beta1": 0.9,

@@ -28,6 +28,29 @@ from algobench.workload import param_groups
 
 PAPER = "8-bit Optimizers via Block-wise Quantization (Dettmers et al., ICLR 2022)"
 
+REFERENCE = ("bitsandbytes-foundation/bitsandbytes, bitsandbytes/optim/optimizer.py, backends/cpu/ops.py and "
+             "backends/default/ops.py (bitsandbytes 0.50.2, its pure-PyTorch path; the CUDA kernel "
+             "csrc/kernels.cu was not compared)")
+EQUAL_UNDER = ("float32, block_size=256, weight_decay=0, min_8bit_size=256, within a state tolerance (per step at"
+               " most 0.05% of the 8-bit indices differ; parameters within 2e-4 of the distance moved: rounding "
+               "to 256 codes is discontinuous); tested in tests/test_reference_quantized.py")
+REFERENCE_TEST = "tests/test_reference_quantized.py::test_adamw_8bit_equals_bitsandbytes_within_the_state_tolerance"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Blocks of 2048 by default (the paper's, and bitsandbytes' before 0.44); bitsandbytes 0.44 and later "
+     "quantize in blocks of 256 (block_size=256 gives that)."),
+    ("Weight decay is applied after the Adam step (as bitsandbytes' CUDA kernel does, as we read it); "
+     "bitsandbytes 0.50.2's CPU path applies it before, so with weight decay each step's update differs by a "
+     "factor 1 - lr * wd."),
+    ("A quantized momentum keeps its sign (the CUDA kernel's one-index fix); the CPU path rounds a tiny momentum "
+     "to the nearest code, 0 included."),
+    "Pure torch: no paged states, no percentile clipping, no StableEmbedding.",
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 3e-3,
     "beta1": 0.9,

@@ -22,6 +22,20 @@ from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "diffGrad: An Optimization Method for Convolutional Neural Networks (Dubey et al., IEEE TNNLS 2019)"
 
+REFERENCE = "shivram1987/diffGrad, diffGrad_v2.py (commit 93fb7fc)"
+EQUAL_UNDER = ("float64, weight decay 0 and 1e-2 (coupled, added to the gradient), None gradients (a tensor in a "
+               "group of its own); tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_diffgrad_equals_diffgrad_v2"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("p.grad is not modified in place (the release adds the weight decay into p.grad); the stored previous "
+     "gradient includes the decay in both."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 6e-3,
     "beta1": 0.9,

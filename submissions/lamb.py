@@ -21,6 +21,18 @@ from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes (You et al., ICLR 2020)"
 
+REFERENCE = "tensorflow/addons, tensorflow_addons/optimizers/lamb.py (LAMB._resource_apply_dense)"
+EQUAL_UNDER = ("float64, the decayed tensors layer-adapted and the others not (exclude_from_layer_adaptation "
+               "defaulting to exclude_from_weight_decay), None gradients in a group with gradients; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_lamb_equals_tensorflow_addons_lamb"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count is per parameter group; the release uses the optimizer's iteration count, shared by all "
+     "variables: equal unless a whole group lacks gradients at a step."),
+    ("Tensors without weight decay (biases, norms) are also excluded from layer adaptation, as the release does "
+     "when exclude_from_layer_adaptation is left unset."),
+]
+
 HPARAMS = {
     "learning_rate": 2e-2,
     "beta1": 0.9,

@@ -16,6 +16,15 @@ from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "Symbolic Discovery of Optimization Algorithms (Chen et al., NeurIPS 2023)"
 
+REFERENCE = "lucidrains/lion-pytorch, lion_pytorch/lion_pytorch.py (lion-pytorch 0.2.5, decoupled_wd=False)"
+EQUAL_UNDER = "float64, weight decay on and off, None gradients; tested in tests/test_reference_adaptive.py"
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_lion_equals_lucidrains_lion"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    "No decoupled_wd option (the release's wd / init_lr scaling) and no use_triton kernel.",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 1e-3,
     "beta1": 0.95,

@@ -53,6 +53,24 @@ FACTOR_KEEP = 0.95  # F <- 0.95 F + 0.05 I before each rank-1 update (hard-coded
 
 PAPER = "MKOR: Momentum-Enabled Kronecker-Factor-Based Optimizer Using Rank-1 Updates (Mozaffari et al., 2023)"
 
+REFERENCE = ("Mohammad-Mozaffari/mkor, mkor/mkor.py and mkor/utils/factors.py (as packaged in build/lib/mkor, "
+             "commit 5aa4e0a)")
+EQUAL_UNDER = ("float64, a two-layer classifier (the hidden layer preconditioned, the head not), backend sgd, "
+               "inv_freq 2, reset threshold 2 and 0.9 (resets set by either factor firing), 120 steps; tested in "
+               "tests/test_reference_second_order.py")
+REFERENCE_TEST = "tests/test_reference_second_order.py::test_mkor_equals_the_releases_factor_logic"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Only the hidden nn.Linear layers are preconditioned: the head is left to the backend (what the release's "
+     "sgd_layers does), and Conv2d layers are not preconditioned (the release unfolds them)."),
+    ("The factor inverses are float32 or the weights' wider dtype; the release stores them in float16 "
+     "(half_precision=True)."),
+    "The reset decision is taken on the device (torch.where, no host sync): the same numbers.",
+    "MKOR-H's switch to first order (hybrid_window, hybrid_min_decrease) is ours: the paper gives no formula for it.",
+    ("The default backend is AdamW (HPARAMS backend='adamw'); the release's default is torch SGD with momentum "
+     "(backend='sgd')."),
+    "A layer whose preconditioned update has norm 0 keeps its plain gradient; the release only skips a NaN ratio.",
+]
+
 HPARAMS = {
     "learning_rate": 3e-3,
     "backend": "adamw",

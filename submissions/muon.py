@@ -30,6 +30,20 @@ from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
 
 PAPER = "Muon: An optimizer for hidden layers in neural networks (Jordan et al., 2024)"
 
+REFERENCE = "KellerJordan/Muon, muon.py (SingleDeviceMuonWithAuxAdam, muon_update, adam_update; commit 00ba60d)"
+EQUAL_UNDER = ("float64 (the release's bfloat16 Newton-Schulz cast replaced by float64), nesterov on and off, "
+               "three hidden-matrix shapes (two alike: the batched path), a conv filter, None gradients (as zeros"
+               " in both); tested in tests/test_reference_matrix.py")
+REFERENCE_TEST = "tests/test_reference_matrix.py::test_muon_equals_keller_jordans_single_device_muon_with_aux_adam"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Off GPU the Newton-Schulz iteration runs in the parameters' dtype; the release always casts to bfloat16 (so"
+     " does this on GPU)."),
+    ("A conv filter's aspect-ratio scale is sqrt(max(1, rows/cols)) of its flattened (out, in*kh*kw) matrix; the "
+     "release takes grad.size(-2) / grad.size(-1) of the 4-D tensor (kh / kw). Equal for 2-D matrices."),
+    "Same-shaped matrices are orthogonalized in one batched call: the same numbers.",
+    "The release's distributed all-gather is not needed: each process updates every matrix.",
+]
+
 HPARAMS = {
     "learning_rate": 0.02,
     "momentum": 0.95,

@@ -21,6 +21,21 @@ from algobench.workload import ParamKind, param_groups
 
 PAPER = "Incorporating Nesterov Momentum into Adam (Dozat, 2016); AlgoPerf baseline (Dahl et al., 2023)"
 
+REFERENCE = ("mlcommons/algorithmic-efficiency, reference_algorithms/paper_baselines/nadamw/pytorch/submission.py"
+             " (commit 5a06a0d)")
+EQUAL_UNDER = ("float64, weight decay on and off, None gradients (a tensor in a group of its own); "
+               "decay_every_tensor=true for AlgoPerf's decay of every tensor; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_nadamw_equals_algoperf_nadamw"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("make_optimizer exempts biases and norms from weight decay unless decay_every_tensor is true; AlgoPerf's "
+     "NAdamW decays every tensor."),
+    "Warmup starts at lr / warmup_steps on step 0; AlgoPerf's LinearLR starts at 1e-10 * lr.",
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+]
+
 HPARAMS = {
     "learning_rate": 3e-3,
     "one_minus_beta1": 0.1,
@@ -109,7 +124,8 @@ def make_optax(*, learning_rate, hparams, workload):
 
         def step(m, v, g, p, decay):
             nesterov = beta1 * m + (1 - beta1) * g
-            return -learning_rate * (nesterov / bias1 / (jnp.sqrt(v) / bias2 + eps) + (wd * p if decay or every else 0.0))
+            decayed = wd * p if decay or every else 0.0
+            return -learning_rate * (nesterov / bias1 / (jnp.sqrt(v) / bias2 + eps) + decayed)
 
         updates = jax.tree.map(step, m, v, grads, params, workload.decay_mask)
         return updates, {"count": t, "exp_avg": m, "exp_avg_sq": v}

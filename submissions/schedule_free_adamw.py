@@ -30,6 +30,21 @@ from algobench.workload import param_groups
 
 PAPER = "The Road Less Scheduled (Defazio et al., NeurIPS 2024); AlgoPerf 2024 self-tuning winner"
 
+REFERENCE = "facebookresearch/schedule_free, schedulefree/adamw_schedulefree.py (schedulefree 1.4.1)"
+EQUAL_UNDER = ("float64, warmup and r on and off, weight decay, evaluations (eval/train swaps) mid-run, the "
+               "evaluation point x, None gradients in a group with gradients; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_schedule_free_equals_schedulefree_1_4_1"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("A step() at which no tensor of a group has a gradient does not advance the group's k (nor lr_max, "
+     "weight_sum); the release's does."),
+    ("Not the AlgoPerf 2024 submission's own copy of the optimizer (its decay is at x and scaled by sqrt(1 - "
+     "beta2^t), v in bfloat16, warmup times 0.75, a reset-on-divergence rule): only its hyperparameters are used."),
+    "The gradient is clipped to grad_clip by the harness (AlgoPerf's submission did not clip).",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 2.5e-3,
     "one_minus_beta1": 0.1,

@@ -22,6 +22,16 @@ from algobench.workload import param_groups
 PAPER = ("On the importance of initialization and momentum in deep learning (Sutskever et al., 2013); "
          "AlgoPerf baseline (Dahl et al., 2023)")
 
+REFERENCE = ("pytorch/pytorch, torch/optim/sgd.py (torch.optim.SGD, nesterov=True): "
+             "mlcommons/algorithmic-efficiency's nesterov baseline calls it")
+EQUAL_UNDER = ("float64, the foreach implementation against torch's single-tensor SGD, L2 weight decay in the "
+               "gradient, None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgd_baselines_equal_torch_single_tensor_sgd"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    "Warmup starts at lr / warmup_steps on step 0, not at 0 as AlgoPerf's schedule.",
+    "Weight decay skips biases and norms (algobench.workload.param_groups); AlgoPerf's baseline decays every tensor.",
+]
+
 HPARAMS = {
     "learning_rate": 0.25,
     "one_minus_beta1": 0.1,

@@ -23,6 +23,17 @@ from submissions.adamp import radial_projection
 PAPER = ("AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights "
          "(Heo et al., ICLR 2021)")
 
+REFERENCE = "clovaai/AdamP, adamp/sgdp.py (adamp 0.3.0)"
+EQUAL_UNDER = ("float64, nesterov on and off, both projections firing (without Nesterov the buffer itself is "
+               "projected), None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgdp_equals_clovaai_sgdp"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The projection is chosen with torch.where (no host sync) and written back in place, instead of the "
+     "release's `if`: the same numbers."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
+
 HPARAMS = {
     "learning_rate": 0.25,
     "momentum": 0.9,

@@ -152,3 +152,22 @@ def test_warmup_cosine_phases():
     assert lr[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr[100] == pytest.approx(0.0, abs=1e-12) and lr[119] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+# --- fidelity to the authors' code: every submission says what it was compared with ---------------
+
+@pytest.mark.parametrize("name", submission_lib.builtin_names())
+def test_every_submission_states_its_reference_and_its_differences(name):
+    """REFERENCE (the authors' code and release), EQUAL_UNDER, REFERENCE_TEST (a test that exists, or
+    "" when not compared) and DIFFERENCES (a list of sentences) are module constants of each."""
+    import re
+    from pathlib import Path
+
+    module = submission_lib.load(name).module
+    assert isinstance(module.REFERENCE, str) and module.REFERENCE
+    assert isinstance(module.EQUAL_UNDER, str) and module.EQUAL_UNDER
+    assert isinstance(module.DIFFERENCES, list) and all(isinstance(d, str) and d for d in module.DIFFERENCES)
+    if module.REFERENCE_TEST:
+        path, test = module.REFERENCE_TEST.split("::")
+        source = (Path(__file__).parent.parent / path).read_text()
+        assert re.search(rf"^def {test}\(", source, re.M), module.REFERENCE_TEST

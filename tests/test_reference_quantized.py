@@ -36,7 +36,7 @@ def test_dynamic_maps_equal_bitsandbytes():
         assert torch.equal(mod.dynamic_map(signed=signed), create_dynamic_map(signed=signed))
 
 
-def test_adamw_8bit_equals_bitsandbytes_blockwise_update_within_the_state_tolerance():
+def test_adamw_8bit_equals_bitsandbytes_within_the_state_tolerance():
     AdamW8bit = submission_lib.load("adamw_8bit").module.AdamW8bit
     kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     ours_params, ref_params = H.make_params(INIT), H.make_params(INIT)
@@ -63,7 +63,7 @@ def test_adamw_8bit_equals_bitsandbytes_blockwise_update_within_the_state_tolera
 
 # --- 1-bit Adam -------------------------------------------------------------------------------------
 
-def test_onebit_adam_warmup_equals_deepspeed_after_its_initialization_step():
+def test_onebit_adam_warmup_equals_deepspeed():
     """DeepSpeed's first step() only initializes: fed one extra (unused) gradient first and a
     freeze_step one larger, it takes the submission's steps during the warmup (full-precision
     Adam without bias correction, decoupled `update += wd * p`), 120 steps in float64. After the
