@@ -5,7 +5,8 @@ Update, as bitsandbytes' AdamW8bit block-wise kernel (beta1, beta2 as in code):
     m, v = dequantize(state1, absmax1), dequantize(state2, absmax2)       (fp32)
     m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
     theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)   (the fp32 m, v)
-    theta <- theta * (1 - lr * wd)                   (decoupled; bitsandbytes decays after the step)
+    theta <- theta * (1 - lr * wd)     (decoupled, after the step as bitsandbytes' CUDA kernel;
+                                        its 0.50.2 CPU path decays before the step)
     state1, absmax1 = quantize(m, signed map) ; state2, absmax2 = quantize(v, unsigned map)
 Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of
 `block_size` = 2048, the paper's block size and bitsandbytes' before 0.44 (bitsandbytes >= 0.44

@@ -29,8 +29,9 @@ REFERENCE_TEST = "tests/test_reference_adaptive.py::test_lamb_equals_tensorflow_
 DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
     ("The step count is per parameter group; the release uses the optimizer's iteration count, shared by all "
      "variables: equal unless a whole group lacks gradients at a step."),
-    ("Tensors without weight decay (biases, norms) are also excluded from layer adaptation, as the release does "
-     "when exclude_from_layer_adaptation is left unset."),
+    ("make_optimizer excludes biases and norms from weight decay and from layer adaptation (they take the plain "
+     "Adam step, so a zero-initialised bias can move); the release excludes nothing unless "
+     "exclude_from_weight_decay names them, and then excludes them from both."),
 ]
 
 HPARAMS = {

@@ -66,8 +66,8 @@ DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
      "(half_precision=True)."),
     "The reset decision is taken on the device (torch.where, no host sync): the same numbers.",
     "MKOR-H's switch to first order (hybrid_window, hybrid_min_decrease) is ours: the paper gives no formula for it.",
-    ("The default backend is AdamW (HPARAMS backend='adamw'); the release's default is torch SGD with momentum "
-     "(backend='sgd')."),
+    ("The default backend is AdamW (HPARAMS backend='adamw'); the release's default optimizer='sgd' is "
+     "torch.optim.SGD (backend='sgd' here)."),
     "A layer whose preconditioned update has norm 0 keeps its plain gradient; the release only skips a NaN ratio.",
 ]
 

@@ -170,4 +170,4 @@ def test_every_submission_states_its_reference_and_its_differences(name):
     if module.REFERENCE_TEST:
         path, test = module.REFERENCE_TEST.split("::")
         source = (Path(__file__).parent.parent / path).read_text()
-        assert re.search(rf"^def {test}\(", source, re.M), module.REFERENCE_TEST
+        assert re.search(rf"^def {test}\(", source, re.MULTILINE), module.REFERENCE_TEST

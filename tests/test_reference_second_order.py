@@ -23,7 +23,7 @@ from algobench.specs import Preset, Target
 from tests.references import adaptive as R
 from tests.references import harness as H
 from tests.references.second_order import MKORFactors, SophiaGRelease
-from tests.test_library_advanced_full import C, D, N, Classifier, batch, rng_for
+from tests.test_library_advanced_full import C, Classifier, D, N, batch, rng_for
 
 STEP_HINT = 10**6  # the cosine decay is negligible over the 120 steps: a near-constant lr
 
