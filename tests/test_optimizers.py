@@ -171,3 +171,20 @@ def test_every_submission_states_its_reference_and_its_differences(name):
         path, test = module.REFERENCE_TEST.split("::")
         source = (Path(__file__).parent.parent / path).read_text()
         assert re.search(rf"^def {test}\(", source, re.MULTILINE), module.REFERENCE_TEST
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_nadamw_decay_every_tensor_gives_algoperfs_decay(every):
+    """AlgoPerf's NAdamW decays every tensor; the default exempts biases and norms."""
+    from types import SimpleNamespace
+
+    from algobench.workload import ParamKind
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    workload = SimpleNamespace(param_types={"0.weight": ParamKind.WEIGHT, "0.bias": ParamKind.BIAS,
+                                            "1.weight": ParamKind.NORM, "1.bias": ParamKind.NORM})
+    mod = submission_lib.load("nadamw").module
+    hparams = submission_lib.make_hparams({**mod.HPARAMS, "decay_every_tensor": every})
+    optimizer = mod.make_optimizer(model=model, hparams=hparams, workload=workload)
+    decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert len(decayed) == (4 if every else 1)
