@@ -232,44 +232,6 @@ def refined_from_file(path: Path, *, peak_lr: float, total_steps: int, tau: floa
     return lambda step: refined(step, peak_lr=peak_lr, profile=profile, total_steps=total_steps)
 
 
-# --- every schedule by name, for plots -----------------------------------------------------------
-
-NAMES = ("warmup_cosine", "warmup_linear", "warmup_constant", "wsd", "inverse_sqrt", "constant", "refined")
-
-
-def named(name: str, *, steps: int, peak_lr: float = 1.0, warmup_frac: float = 0.05,
-          cooldown_frac: float = 0.2, final_lr_frac: float = 0.0, grad_norms: Path | None = None,
-          tau: float = 0.1, norm: str = "l2") -> Callable[[int], float]:
-    """Schedule `name` over a run of `steps` steps, as a function of the step. `cooldown_frac` is
-    WSD's cooldown share of the run; `grad_norms` is the file the refined schedule needs."""
-    if name not in NAMES:
-        raise unknown("schedule", name, NAMES)
-    if steps < 1:
-        raise UserError(f"--steps must be at least 1, got {steps}")
-    warmup = max(int(warmup_frac * steps), 1)
-    if name == "warmup_cosine":
-        return lambda s: warmup_cosine(s, peak_lr=peak_lr, warmup_steps=warmup, decay_steps=steps - warmup,
-                                       final_lr_frac=final_lr_frac)
-    if name == "warmup_linear":
-        return lambda s: warmup_linear(s, peak_lr=peak_lr, warmup_steps=warmup, decay_steps=steps - warmup,
-                                       final_lr_frac=final_lr_frac)
-    if name == "warmup_constant":
-        return lambda s: warmup_constant(s, peak_lr=peak_lr, warmup_steps=warmup)
-    if name == "wsd":
-        cooldown = int(cooldown_frac * steps)
-        return lambda s: warmup_stable_decay(s, peak_lr=peak_lr, warmup_steps=warmup,
-                                             stable_steps=max(steps - warmup - cooldown, 0),
-                                             decay_steps=cooldown, final_lr_frac=final_lr_frac)
-    if name == "inverse_sqrt":
-        return lambda s: inverse_sqrt(s, peak_lr=peak_lr, warmup_steps=warmup)
-    if name == "constant":
-        return lambda s: constant(s, lr=peak_lr)
-    if grad_norms is None:
-        raise UserError("the refined schedule is derived from an earlier run's gradient norms: give "
-                        "--grad-norms FILE (.parquet or .csv with columns step and grad_norm)")
-    return refined_from_file(grad_norms, peak_lr=peak_lr, total_steps=steps, tau=tau, norm=norm)
-
-
 # --- a submission's lr_schedule by name ------------------------------------------------------------
 
 SubmissionSchedule = Callable[..., float]  # lr_schedule(*, step, step_hint, hparams) -> float
@@ -320,3 +282,37 @@ def lr_schedule(name: str, **options) -> SubmissionSchedule:
     if factory is None:
         raise unknown("schedule", name, SCHEDULES)
     return factory(**options)
+
+
+# --- every schedule by name, for plots -----------------------------------------------------------
+
+NAMES = ("warmup_cosine", "warmup_linear", "warmup_constant", "wsd", "inverse_sqrt", "constant", "refined")
+
+
+def named(name: str, *, steps: int, peak_lr: float = 1.0, warmup_frac: float = 0.05,
+          cooldown_frac: float = 0.2, final_lr_frac: float = 0.0, grad_norms: Path | None = None,
+          tau: float = 0.1, norm: str = "l2") -> Callable[[int], float]:
+    """Schedule `name` over a run of `steps` steps, as a function of the step. `cooldown_frac` is
+    WSD's cooldown share of the run; `grad_norms` is the file the refined schedule needs."""
+    if name not in NAMES:
+        raise unknown("schedule", name, NAMES)
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    if name in SCHEDULES:  # the submissions' schedules, with constants for the hparams
+        options = {"peak": peak_lr} if name == "constant" else \
+            {"peak": peak_lr, "warmup": warmup_frac, "final_lr_frac": final_lr_frac}
+        schedule = SCHEDULES[name](**options)
+        return lambda s: schedule(step=s, step_hint=steps, hparams=None)
+    warmup = max(int(warmup_frac * steps), 1)
+    if name == "wsd":
+        cooldown = int(cooldown_frac * steps)
+        return lambda s: warmup_stable_decay(s, peak_lr=peak_lr, warmup_steps=warmup,
+                                             stable_steps=max(steps - warmup - cooldown, 0),
+                                             decay_steps=cooldown, final_lr_frac=final_lr_frac)
+    if name == "inverse_sqrt":
+        return lambda s: inverse_sqrt(s, peak_lr=peak_lr, warmup_steps=warmup)
+    if grad_norms is None:
+        raise UserError("the refined schedule is derived from an earlier run's gradient norms: give "
+                        "--grad-norms FILE (.parquet or .csv with columns step and grad_norm)")
+    return refined_from_file(grad_norms, peak_lr=peak_lr, total_steps=steps, tau=tau, norm=norm)
+
