@@ -222,8 +222,9 @@ class MKOR:
         device = self.layers[0].weight.device if self.layers else "cpu"
         self.a_inv = [t.to(device).clone() for t in state["a_inv"]]
         self.g_inv = [t.to(device).clone() for t in state["g_inv"]]
-        self.a_reset = [t.to(device).clone() for t in state["a_reset"]]
-        self.g_reset = [t.to(device).clone() for t in state["g_reset"]]
+        a_reset, g_reset = (state["a_reset"], state["g_reset"]) if "a_reset" in state else (state["reset"],) * 2
+        self.a_reset = [t.to(device).clone() for t in a_reset]  # (checkpoints before the two flags: one)
+        self.g_reset = [t.to(device).clone() for t in g_reset]
         self.steps, self.first_order, self.loss_ref = state["steps"], state["first_order"], state["loss_ref"]
         self.window_loss = state["window_loss"].clone()
 
