@@ -14,13 +14,16 @@ submission's `lr_schedule` calls one with numbers derived from `step_hint` and i
   from an earlier run's gradient norms (Defazio et al., 2023; see `refine_profile`).
 - `rescale_lr`: a learning rate for another batch size (square-root or linear rule).
 - `named(NAME, steps=...)`: every schedule above as a one-argument function, for plots.
+- `SCHEDULES` / `lr_schedule(NAME, ...)`: a submission's whole `lr_schedule` in one line, e.g.
+  `lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")`; options name the
+  hparams (strings) or give constants (numbers).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +232,58 @@ def refined_from_file(path: Path, *, peak_lr: float, total_steps: int, tau: floa
     return lambda step: refined(step, peak_lr=peak_lr, profile=profile, total_steps=total_steps)
 
 
+# --- a submission's lr_schedule by name ------------------------------------------------------------
+
+SubmissionSchedule = Callable[..., float]  # lr_schedule(*, step, step_hint, hparams) -> float
+
+
+def _value(hparams, option: str | float) -> float:
+    """An option is the name of a hyperparameter (read from `hparams`) or a constant."""
+    return getattr(hparams, option) if isinstance(option, str) else option
+
+
+def _warmup_steps(hparams, step_hint: int, warmup: str | float) -> int:
+    return max(int(_value(hparams, warmup) * step_hint), 1)
+
+
+def _warmup_then(decay: str) -> Callable[..., SubmissionSchedule]:
+    def factory(*, peak: str | float = "learning_rate", warmup: str | float = "warmup_frac",
+                decay_frac: str | float = 1.0, final_lr_frac: str | float = 0.0) -> SubmissionSchedule:
+        """Warmup over `warmup` * step_hint (at least 1 step), then `decay` to `final_lr_frac` of
+        the peak over `decay_frac` of the remaining steps, constant after."""
+        def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+            warmup_steps = _warmup_steps(hparams, step_hint, warmup)
+            return warmup_decay(step, peak_lr=_value(hparams, peak), warmup_steps=warmup_steps,
+                                decay_steps=int(_value(hparams, decay_frac) * (step_hint - warmup_steps)),
+                                decay=decay, final_lr_frac=_value(hparams, final_lr_frac))
+        return lr_schedule
+    return factory
+
+
+def _constant(*, peak: str | float = "learning_rate") -> SubmissionSchedule:
+    def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
+        return constant(step, lr=_value(hparams, peak))
+    return lr_schedule
+
+
+SCHEDULES: Mapping[str, Callable[..., SubmissionSchedule]] = {
+    "warmup_cosine": _warmup_then("cosine"),
+    "warmup_linear": _warmup_then("linear"),
+    "warmup_constant": _warmup_then("none"),
+    "constant": _constant,
+}
+
+
+def lr_schedule(name: str, **options) -> SubmissionSchedule:
+    """The submission schedule `name` of SCHEDULES, configured by `options` (hparam names or
+    constants): `lr_schedule("warmup_linear", warmup="warmup_factor", decay_frac="decay_steps_factor",
+    final_lr_frac="end_factor")` is AlgoPerf's SGD schedule."""
+    factory = SCHEDULES.get(name)
+    if factory is None:
+        raise unknown("schedule", name, SCHEDULES)
+    return factory(**options)
+
+
 # --- every schedule by name, for plots -----------------------------------------------------------
 
 NAMES = ("warmup_cosine", "warmup_linear", "warmup_constant", "wsd", "inverse_sqrt", "constant", "refined")
@@ -243,15 +298,12 @@ def named(name: str, *, steps: int, peak_lr: float = 1.0, warmup_frac: float = 0
         raise unknown("schedule", name, NAMES)
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
+    if name in SCHEDULES:  # the submissions' schedules, with constants for the hparams
+        options = {"peak": peak_lr} if name == "constant" else \
+            {"peak": peak_lr, "warmup": warmup_frac, "final_lr_frac": final_lr_frac}
+        schedule = SCHEDULES[name](**options)
+        return lambda s: schedule(step=s, step_hint=steps, hparams=None)
     warmup = max(int(warmup_frac * steps), 1)
-    if name == "warmup_cosine":
-        return lambda s: warmup_cosine(s, peak_lr=peak_lr, warmup_steps=warmup, decay_steps=steps - warmup,
-                                       final_lr_frac=final_lr_frac)
-    if name == "warmup_linear":
-        return lambda s: warmup_linear(s, peak_lr=peak_lr, warmup_steps=warmup, decay_steps=steps - warmup,
-                                       final_lr_frac=final_lr_frac)
-    if name == "warmup_constant":
-        return lambda s: warmup_constant(s, peak_lr=peak_lr, warmup_steps=warmup)
     if name == "wsd":
         cooldown = int(cooldown_frac * steps)
         return lambda s: warmup_stable_decay(s, peak_lr=peak_lr, warmup_steps=warmup,
@@ -259,9 +311,8 @@ def named(name: str, *, steps: int, peak_lr: float = 1.0, warmup_frac: float = 0
                                              decay_steps=cooldown, final_lr_frac=final_lr_frac)
     if name == "inverse_sqrt":
         return lambda s: inverse_sqrt(s, peak_lr=peak_lr, warmup_steps=warmup)
-    if name == "constant":
-        return lambda s: constant(s, lr=peak_lr)
     if grad_norms is None:
         raise UserError("the refined schedule is derived from an earlier run's gradient norms: give "
                         "--grad-norms FILE (.parquet or .csv with columns step and grad_norm)")
     return refined_from_file(grad_norms, peak_lr=peak_lr, total_steps=steps, tau=tau, norm=norm)
+

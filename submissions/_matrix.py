@@ -125,16 +125,20 @@ class MatrixMomentum(torch.optim.Optimizer):
     same-shaped matrices), scaled by sqrt(max(1, rows / cols)); AdamW on the other groups.
 
     direction: (k, rows, cols) momentum matrices -> (k, rows, cols) update directions.
+    zero_missing_grads: a parameter whose gradient is None steps with a zero gradient (its momentum
+    decays and is still applied, weight decay applies: KellerJordan/Muon's `p.grad = zeros`);
+    False skips it (torch.optim's convention).
     """
 
     def __init__(self, params, *, direction: Callable[[torch.Tensor], torch.Tensor], lr: float = 0.02,
                  momentum: float = 0.95, nesterov: bool = True, betas: tuple[float, float] = (0.9, 0.95),
-                 eps: float = 1e-10, weight_decay: float = 0.0) -> None:
+                 eps: float = 1e-10, weight_decay: float = 0.0, zero_missing_grads: bool = False) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1): {momentum}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps,
                                       "weight_decay": weight_decay, "use_matrix": True})
         self.direction = direction
+        self.zero_missing_grads = zero_missing_grads
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -143,28 +147,28 @@ class MatrixMomentum(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = [p for p in group["params"] if p.grad is not None or self.zero_missing_grads]
             if not params:
                 continue
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
             group["step"] = group.get("step", 0) + 1
             if group["use_matrix"]:
-                self._matrix_step(group, params)
+                self._matrix_step(group, params, grads)
             else:
                 for p in params:
                     if not self.state[p]:
                         self.state[p]["exp_avg"] = torch.zeros_like(p)
                         self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
-                adamw_step(params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+                adamw_step(params, grads, [self.state[p]["exp_avg"] for p in params],
                            [self.state[p]["exp_avg_sq"] for p in params], step=group["step"], lr=group["lr"],
                            betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"])
         return loss
 
-    def _matrix_step(self, group: dict, params: list[torch.Tensor]) -> None:
+    def _matrix_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         beta, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
         for p in params:
             if not self.state[p]:
                 self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-        grads = [p.grad for p in params]
         bufs = [self.state[p]["momentum_buffer"] for p in params]
         torch._foreach_lerp_(bufs, grads, 1 - beta)
         updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs

@@ -18,12 +18,26 @@ import math
 import torch
 import torch.nn.functional as F
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
 PAPER = ("AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights "
          "(Heo et al., ICLR 2021)")
+
+REFERENCE = "clovaai/AdamP, adamp/adamp.py (adamp 0.3.0)"
+EQUAL_UNDER = ("float64, nesterov on and off, the channel and the layer projection firing, None gradients (a "
+               "tensor in a group of its own); tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_adamp_equals_clovaai_adamp"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("The projection is chosen with torch.where (no host sync) instead of the release's `if cos.max() < ...`: the"
+     " same numbers."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -112,6 +126,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                  wd_ratio=hparams.wd_ratio, nesterov=hparams.nesterov)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -9,10 +9,20 @@ Weight decay applies to weights and embeddings, not to biases and norms.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Decoupled Weight Decay Regularization (Loshchilov & Hutter, ICLR 2019)"
+
+REFERENCE = ("pytorch/pytorch, torch/optim/adamw.py (torch.optim.AdamW, the installed torch; the paper's own "
+             "code, loshchil/AdamW-and-SGDW, is Lua Torch7)")
+EQUAL_UNDER = ("float64, the foreach implementation the submission builds against torch's single-tensor update, "
+               "None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_adamw_equals_torch_single_tensor_adamw"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -47,6 +57,4 @@ def make_optax(*, learning_rate, hparams, workload):
                        weight_decay=hparams.weight_decay, mask=workload.decay_mask)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

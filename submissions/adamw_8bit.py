@@ -5,14 +5,18 @@ Update, as bitsandbytes' AdamW8bit block-wise kernel (beta1, beta2 as in code):
     m, v = dequantize(state1, absmax1), dequantize(state2, absmax2)       (fp32)
     m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
     theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)   (the fp32 m, v)
-    theta <- theta * (1 - lr * wd)                   (decoupled; bitsandbytes decays after the step)
+    theta <- theta * (1 - lr * wd)     (decoupled, after the step as bitsandbytes' CUDA kernel;
+                                        its 0.50.2 CPU path decays before the step)
     state1, absmax1 = quantize(m, signed map) ; state2, absmax2 = quantize(v, unsigned map)
-Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of 2048;
+Block-wise quantization (the paper's Section 2): the flattened tensor is cut into blocks of
+`block_size` = 2048, the paper's block size and bitsandbytes' before 0.44 (bitsandbytes >= 0.44
+quantizes optimizer states in blocks of 256: pass block_size=256 for its current blocking; 2048 is
+kept so that results and state sizes stay comparable with earlier runs);
 each block keeps absmax = max |x| in fp32 and each value the uint8 index of the nearest entry of
 x / absmax in the 256-value dynamic map (bitsandbytes' create_dynamic_map: a sign, an exponent
 of up to 7 zero bits ended by a one, and linear fraction bits); a quantized m keeps its sign (the
 kernel's one-index fix). Tensors smaller than 4096 elements keep fp32 moments, as bitsandbytes'
-min_8bit_size. State: 2 bytes per parameter plus 8 bytes per 2048. Not included: the paper's
+min_8bit_size. State: 2 bytes per parameter plus 8 bytes per block. Not included: the paper's
 StableEmbedding layer (a model change) and percentile clipping.
 """
 
@@ -20,10 +24,33 @@ import itertools
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "8-bit Optimizers via Block-wise Quantization (Dettmers et al., ICLR 2022)"
+
+REFERENCE = ("bitsandbytes-foundation/bitsandbytes, bitsandbytes/optim/optimizer.py, backends/cpu/ops.py and "
+             "backends/default/ops.py (bitsandbytes 0.50.2, its pure-PyTorch path; the CUDA kernel "
+             "csrc/kernels.cu was not compared)")
+EQUAL_UNDER = ("float32, block_size=256, weight_decay=0, min_8bit_size=256, within a state tolerance (per step at"
+               " most 0.05% of the 8-bit indices differ; parameters within 2e-4 of the distance moved: rounding "
+               "to 256 codes is discontinuous); tested in tests/test_reference_quantized.py")
+REFERENCE_TEST = "tests/test_reference_quantized.py::test_adamw_8bit_equals_bitsandbytes_within_the_state_tolerance"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Blocks of 2048 by default (the paper's, and bitsandbytes' before 0.44); bitsandbytes 0.44 and later "
+     "quantize in blocks of 256 (block_size=256 gives that)."),
+    ("Weight decay is applied after the Adam step (as bitsandbytes' CUDA kernel does, as we read it); "
+     "bitsandbytes 0.50.2's CPU path applies it before, so with weight decay each step's update differs by a "
+     "factor 1 - lr * wd."),
+    ("A quantized momentum keeps its sign (the CUDA kernel's one-index fix); the CPU path rounds a tiny momentum "
+     "to the nearest code, 0 included."),
+    "Pure torch: no paged states, no percentile clipping, no StableEmbedding.",
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -168,6 +195,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                      betas=(hparams.beta1, hparams.beta2), eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

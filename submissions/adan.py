@@ -16,10 +16,22 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models (Xie et al., 2022)"
+
+REFERENCE = "sail-sg/Adan, adan.py (commit 062d4cd; Adan with max_grad_norm=0, `_single_tensor_adan`)"
+EQUAL_UNDER = ("float64, no_prox on and off, None gradients in a group with gradients (the step count is the "
+               "group's in both); tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_adan_equals_sail_sg_adan"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("A step() at which no tensor of a group has a gradient does not advance that group's step count; the "
+     "release's does."),
+    "No max_grad_norm option (the harness clips with grad_clip before the step instead).",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 1e-2,
@@ -142,6 +154,4 @@ def make_optax(*, learning_rate, hparams, workload):
     return optax.GradientTransformation(init, update)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -27,10 +27,26 @@ val_loss 4.58; plain AuON 4.73 at lr 0.05, 4.78 at 0.1, 5.04 at 0.2; Muon 3.81);
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
 
 PAPER = "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates (Maity, 2025)"
+
+REFERENCE = "ryyzn9/AuON, Auon_Adam_train.py (class auon with torch.optim.AdamW for the rest; commit c87b862)"
+EQUAL_UNDER = ("float64 (the release's bfloat16 cast replaced by float64), ns_steps=0, weight_decay=0 on the "
+               "hidden matrices, AdamW betas (0.9, 0.999), eps 1e-8 as torch's defaults, nesterov on and off, "
+               "None gradients on matrices; tested in tests/test_reference_matrix.py")
+REFERENCE_TEST = "tests/test_reference_matrix.py::test_auon_equals_the_auon_training_script"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Hybrid-AuON (ns_steps > 0, the default 1) follows the paper: the script ignores its Newton-Schulz steps, so"
+     " there is no released code for it."),
+    ("Decoupled weight decay lr * wd on the hidden matrices; the script's auon has none (weight_decay=0 gives its"
+     " update)."),
+    "The direction map runs in the parameters' dtype; the script casts to bfloat16.",
+    ("A conv filter's aspect-ratio scale is taken from its flattened (out, in*kh*kw) matrix; the script takes "
+     "p.size(-2) / p.size(-1)."),
+    "The AdamW groups count steps per group (torch's AdamW: per tensor).",
+]
 
 HPARAMS = {
     "learning_rate": 0.1,
@@ -73,6 +89,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                           betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

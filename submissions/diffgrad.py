@@ -16,11 +16,25 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "diffGrad: An Optimization Method for Convolutional Neural Networks (Dubey et al., IEEE TNNLS 2019)"
+
+REFERENCE = "shivram1987/diffGrad, diffGrad_v2.py (commit 93fb7fc)"
+EQUAL_UNDER = ("float64, weight decay 0 and 1e-2 (coupled, added to the gradient), None gradients (a tensor in a "
+               "group of its own); tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_diffgrad_equals_diffgrad_v2"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("p.grad is not modified in place (the release adds the weight decay into p.grad); the stored previous "
+     "gradient includes the decay in both."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 6e-3,
@@ -79,6 +93,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                     betas=(hparams.beta1, hparams.beta2), eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

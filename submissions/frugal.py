@@ -31,10 +31,23 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import adamw_step, as_matrix, split_groups
 
 PAPER = "FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training (Zmushko et al., 2024)"
+
+REFERENCE = ("Zmushko et al., FRUGAL: the authors' code (frugal/proj_optimizer_templates.py and frugal/adamw.py "
+             "of their repository) was not compared line by line; the paper's Algorithm 1")
+EQUAL_UNDER = ("not compared with the authors' code; tests/test_library_advanced.py checks the paper's Algorithm "
+               "1 (block and svd projections) written out independently in numpy")
+REFERENCE_TEST = ""
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The random block order draws from a generator seeded by (seed, rotation) instead of the global RNG, so runs"
+     " and resumes are reproducible."),
+    "Ranks (svd) and block counts are at least 1.",
+    ("The state-free (signSGD) part's lr is 0.1x the Adam part's by default (state_free_lr_scale = 0.1); the "
+     "authors' default inactive_lr_scale is 1.0."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -187,6 +200,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                   block_order=hparams.block_order, state_free_lr_scale=hparams.state_free_lr_scale)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

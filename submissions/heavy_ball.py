@@ -23,10 +23,21 @@ from submissions.sgd_nesterov import (  # AlgoPerf's, shared by both baselines
     lr_schedule,
 )
 
-__all__ = ["HPARAMS", "PAPER", "SEARCH_SPACE", "lr_schedule", "make_optimizer"]
+__all__ = ["DIFFERENCES", "EQUAL_UNDER", "HPARAMS", "PAPER", "REFERENCE", "REFERENCE_TEST", "SEARCH_SPACE",
+           "lr_schedule", "make_optimizer"]
 
 PAPER = ("Some methods of speeding up the convergence of iteration methods (Polyak, 1964); "
          "AlgoPerf baseline (Dahl et al., 2023)")
+
+REFERENCE = ("pytorch/pytorch, torch/optim/sgd.py (torch.optim.SGD, nesterov=False): "
+             "mlcommons/algorithmic-efficiency's momentum baseline calls it")
+EQUAL_UNDER = ("float64, the foreach implementation against torch's single-tensor SGD, L2 weight decay in the "
+               "gradient, None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgd_baselines_equal_torch_single_tensor_sgd"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    "Warmup starts at lr / warmup_steps on step 0, not at 0 as AlgoPerf's schedule.",
+    "Weight decay skips biases and norms (algobench.workload.param_groups); AlgoPerf's baseline decays every tensor.",
+]
 
 
 def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:

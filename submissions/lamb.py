@@ -15,11 +15,24 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes (You et al., ICLR 2020)"
+
+REFERENCE = "tensorflow/addons, tensorflow_addons/optimizers/lamb.py (LAMB._resource_apply_dense)"
+EQUAL_UNDER = ("float64, the decayed tensors layer-adapted and the others not (exclude_from_layer_adaptation "
+               "defaulting to exclude_from_weight_decay), None gradients in a group with gradients; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_lamb_equals_tensorflow_addons_lamb"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The step count is per parameter group; the release uses the optimizer's iteration count, shared by all "
+     "variables: equal unless a whole group lacks gradients at a step."),
+    ("make_optimizer excludes biases and norms from weight decay and from layer adaptation (they take the plain "
+     "Adam step, so a zero-initialised bias can move); the release excludes nothing unless "
+     "exclude_from_weight_decay names them, and then excludes them from both."),
+]
 
 HPARAMS = {
     "learning_rate": 2e-2,
@@ -83,6 +96,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
     return Lamb(groups, lr=hparams.learning_rate, betas=(hparams.beta1, hparams.beta2), eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -10,11 +10,20 @@ decay 3-10x larger than AdamW's, and betas (0.95, 0.98) for language models.
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 
 PAPER = "Symbolic Discovery of Optimization Algorithms (Chen et al., NeurIPS 2023)"
+
+REFERENCE = "lucidrains/lion-pytorch, lion_pytorch/lion_pytorch.py (lion-pytorch 0.2.5, decoupled_wd=False)"
+EQUAL_UNDER = "float64, weight decay on and off, None gradients; tested in tests/test_reference_adaptive.py"
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_lion_equals_lucidrains_lion"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    "No decoupled_wd option (the release's wd / init_lr scaling) and no use_triton kernel.",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 1e-3,
@@ -65,6 +74,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                 betas=(hparams.beta1, hparams.beta2))
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -18,15 +18,31 @@ Learning rates: `learning_rate` is Muon's (the README's 0.02); AdamW's is `adam_
 both follow the same warmup-cosine schedule (AdamW's group has `lr_scale` = adam/muon lr).
 Deliberate differences from the reference code: same-shaped matrices are orthogonalized in one
 batched call (same result); off GPU the iteration runs in the parameter dtype instead of bfloat16;
-the reference's distributed all-gather is not needed in one process.
+the reference's distributed all-gather is not needed in one process. A parameter whose gradient is
+None steps with a zero gradient, as the reference's `p.grad = torch.zeros_like(p)` (momentum decays
+and is still applied, weight decay applies), in the Muon and the AdamW groups.
 """
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from submissions._matrix import MatrixMomentum, newton_schulz, split_groups
 
 PAPER = "Muon: An optimizer for hidden layers in neural networks (Jordan et al., 2024)"
+
+REFERENCE = "KellerJordan/Muon, muon.py (SingleDeviceMuonWithAuxAdam, muon_update, adam_update; commit 00ba60d)"
+EQUAL_UNDER = ("float64 (the release's bfloat16 Newton-Schulz cast replaced by float64), nesterov on and off, "
+               "three hidden-matrix shapes (two alike: the batched path), a conv filter, None gradients (as zeros"
+               " in both); tested in tests/test_reference_matrix.py")
+REFERENCE_TEST = "tests/test_reference_matrix.py::test_muon_equals_keller_jordans_single_device_muon_with_aux_adam"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("Off GPU the Newton-Schulz iteration runs in the parameters' dtype; the release always casts to bfloat16 (so"
+     " does this on GPU)."),
+    ("A conv filter's aspect-ratio scale is sqrt(max(1, rows/cols)) of its flattened (out, in*kh*kw) matrix; the "
+     "release takes grad.size(-2) / grad.size(-1) of the 4-D tensor (kh / kw). Equal for 2-D matrices."),
+    "Same-shaped matrices are orthogonalized in one batched call: the same numbers.",
+    "The release's distributed all-gather is not needed: each process updates every matrix.",
+]
 
 HPARAMS = {
     "learning_rate": 0.02,
@@ -56,9 +72,8 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
     steps = hparams.ns_steps
     return MatrixMomentum(groups, direction=lambda M: newton_schulz(M, steps), lr=hparams.learning_rate,
                           momentum=hparams.momentum, nesterov=hparams.nesterov,
-                          betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps)
+                          betas=(hparams.adam_beta1, hparams.adam_beta2), eps=hparams.adam_eps,
+                          zero_missing_grads=True)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -5,18 +5,36 @@ Update, as AlgoPerf's PyTorch NAdamW (Dozat 2016's Nesterov momentum, decoupled 
     m <- beta1 m + (1 - beta1) g ;  v <- beta2 v + (1 - beta2) g^2
     m_nesterov = beta1 m + (1 - beta1) g
     theta <- theta - lr / (1 - beta1^t) * m_nesterov / (sqrt(v / (1 - beta2^t)) + eps)
-Hyperparameter names are AlgoPerf's (`one_minus_beta1`, `warmup_factor`). Difference: warmup
-starts at lr * 1/warmup_steps on step 0 rather than AlgoPerf's LinearLR start factor of 1e-10.
+Hyperparameter names are AlgoPerf's (`one_minus_beta1`, `warmup_factor`). Differences from
+AlgoPerf's baseline: warmup starts at lr * 1/warmup_steps on step 0 rather than AlgoPerf's LinearLR
+start factor of 1e-10; `make_optimizer` exempts biases and norms from weight decay
+(`algobench.workload.param_groups`) while AlgoPerf's NAdamW decays every tensor. Set the hparam
+`decay_every_tensor: true` (e.g. with `--hparams FILE`) for AlgoPerf's decay of every tensor.
 """
 
 import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
-from algobench.workload import param_groups
+from algobench import schedules
+from algobench.workload import ParamKind, param_groups
 
 PAPER = "Incorporating Nesterov Momentum into Adam (Dozat, 2016); AlgoPerf baseline (Dahl et al., 2023)"
+
+REFERENCE = ("mlcommons/algorithmic-efficiency, reference_algorithms/paper_baselines/nadamw/pytorch/submission.py"
+             " (commit 5a06a0d)")
+EQUAL_UNDER = ("float64, weight decay on and off, None gradients (a tensor in a group of its own); "
+               "decay_every_tensor=true for AlgoPerf's decay of every tensor; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_nadamw_equals_algoperf_nadamw"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("make_optimizer exempts biases and norms from weight decay unless decay_every_tensor is true; AlgoPerf's "
+     "NAdamW decays every tensor."),
+    "Warmup starts at lr / warmup_steps on step 0; AlgoPerf's LinearLR starts at 1e-10 * lr.",
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -26,6 +44,7 @@ HPARAMS = {
     "weight_decay": 0.1,
     "warmup_factor": 0.05,
     "grad_clip": 1.0,
+    "decay_every_tensor": False,  # True: AlgoPerf's weight decay on every tensor, biases and norms too
 }
 
 SEARCH_SPACE = {
@@ -77,7 +96,8 @@ class NAdamW(torch.optim.Optimizer):
 
 
 def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
-    groups = param_groups(model, workload, weight_decay=hparams.weight_decay)
+    decay_kinds = tuple(ParamKind) if hparams.decay_every_tensor else (ParamKind.WEIGHT, ParamKind.EMBEDDING)
+    groups = param_groups(model, workload, weight_decay=hparams.weight_decay, decay_kinds=decay_kinds)
     return NAdamW(groups, lr=hparams.learning_rate, betas=(1 - hparams.one_minus_beta1, hparams.beta2),
                   eps=hparams.eps, weight_decay=hparams.weight_decay)
 
@@ -90,6 +110,7 @@ def make_optax(*, learning_rate, hparams, workload):
     import optax
 
     beta1, beta2, eps, wd = 1 - hparams.one_minus_beta1, hparams.beta2, hparams.eps, hparams.weight_decay
+    every = hparams.decay_every_tensor  # AlgoPerf's decay of every tensor
 
     def init(params):
         return {"count": jnp.zeros((), jnp.int32), "exp_avg": jax.tree.map(jnp.zeros_like, params),
@@ -103,7 +124,8 @@ def make_optax(*, learning_rate, hparams, workload):
 
         def step(m, v, g, p, decay):
             nesterov = beta1 * m + (1 - beta1) * g
-            return -learning_rate * (nesterov / bias1 / (jnp.sqrt(v) / bias2 + eps) + (wd * p if decay else 0.0))
+            decayed = wd * p if decay or every else 0.0
+            return -learning_rate * (nesterov / bias1 / (jnp.sqrt(v) / bias2 + eps) + decayed)
 
         updates = jax.tree.map(step, m, v, grads, params, workload.decay_mask)
         return updates, {"count": t, "exp_avg": m, "exp_avg_sq": v}
@@ -111,6 +133,4 @@ def make_optax(*, learning_rate, hparams, workload):
     return optax.GradientTransformation(init, update)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_factor * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_factor")

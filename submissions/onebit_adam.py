@@ -31,10 +31,26 @@ import math
 import torch
 import torch.distributed as dist
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence Speed (Tang et al., 2021)"
+
+REFERENCE = "microsoft/DeepSpeed, deepspeed/runtime/fp16/onebit/adam.py (OnebitAdam; commit 06fa7ee)"
+EQUAL_UNDER = ("float64, the warmup stage (full-precision Adam without bias correction), weight decay on and off,"
+               " one process, after DeepSpeed's initialization call (one step later, freeze_step one larger); "
+               "tested in tests/test_reference_quantized.py. The compression stage is compared with the paper's "
+               "equations in tests/test_library_advanced_onebit.py")
+REFERENCE_TEST = "tests/test_reference_quantized.py::test_onebit_adam_warmup_equals_deepspeed"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("On one process the momentum is compressed after the warmup (the algorithm); DeepSpeed skips compression "
+     "when its world size is 1."),
+    ("The first step() updates the weights; DeepSpeed's first step() only initializes (counts a step, moves "
+     "nothing), so its warmup has freeze_step - 1 Adam updates where this has freeze_step."),
+    "The error buffers are kept in the state and survive a checkpoint; DeepSpeed drops them on load.",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -175,6 +191,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                       freeze_step=max(int(hparams.freeze_frac * workload.step_hint), 1), ddp_module=ddp)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

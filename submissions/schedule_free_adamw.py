@@ -4,26 +4,46 @@ gradient is taken at y, evaluation uses x, so the parameters are swapped around 
 Paper (Algorithm 1; beta1, beta2 as in code), with z the SGD-like sequence and x the average:
     y_t = (1 - beta1) z_t + beta1 x_t                 (the model's parameters while training)
     v_t = beta2 v_{t-1} + (1 - beta2) g_t^2,   g_t the gradient at y_t
-    lr_t = lr * sqrt(1 - beta2^t) * min(1, t / warmup_steps)
-    z_{t+1} = z_t - lr_t * (g_t / (sqrt(v_t) + eps) + wd * y_t)       (decay computed at y)
+    lr_t = lr * min(1, t / warmup_steps)
+    u_t = g_t / (sqrt(v_t / (1 - beta2^t)) + eps) + wd * y_t          (decay computed at y)
+    z_{t+1} = z_t - lr_t * u_t
     c_{t+1} = w_t / sum_{i<=t} w_i,   w_t = t^r * max_{i<=t}(lr_i)^weight_lr_power
     x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}
-Code (the authors' schedulefree.AdamWScheduleFree): only z and v are stored (8 bytes per
-parameter); y is updated in place, y <- lerp(y, z, c) + lr_t (beta1 (1 - c) - 1) u with u the
-normalised gradient plus decay, and x is recovered for evaluation as lerp(y, z, 1 - 1/beta1)
-(`prepare_for_eval`), y again as lerp(x, z, 1 - beta1) at the next update. Hyperparameters are the
-AlgoPerf winner's (lr 0.0025, beta2 0.9955, wd 0.08, 2% warmup, r 0.75, weight_lr_power 2).
-Differences from AlgoPerf's submission: weight decay skips biases and norms; the gradient is
-clipped to `grad_clip` (AlgoPerf's did not clip); no "reset on divergence" heuristic; v in fp32.
+Code: the authors' released package, schedulefree 1.4.1 (`schedulefree/adamw_schedulefree.py`,
+`AdamWScheduleFree`, the same update as its 1.3): only z and v are stored (8 bytes per parameter);
+y is updated in place, y <- lerp(y, z, c) + lr_t (beta1 (1 - c) - 1) u, and x is recovered for
+evaluation as lerp(y, z, 1 - 1/beta1) (`prepare_for_eval`), y again as lerp(x, z, 1 - beta1) at the
+next update. Earlier releases (1.2.x) put sqrt(1 - beta2^t) into lr_t (so also into lr_max, the
+weights and the decay) and eps outside the un-corrected sqrt(v); the AlgoPerf 2024 submission's own
+copy differs again (decay at x). Hyperparameters are the AlgoPerf winner's (lr 0.0025, beta2
+0.9955, wd 0.08, 2% warmup, r 0.75, weight_lr_power 2). Differences from AlgoPerf's submission:
+its update rule (above); weight decay skips biases and norms; the gradient is clipped to
+`grad_clip` (AlgoPerf's did not clip); no "reset on divergence" heuristic; warmup over
+warmup_factor * step_hint (AlgoPerf's: times 0.75); v in the parameters' dtype (AlgoPerf's:
+bfloat16).
 """
 
-import math
 
 import torch
 
 from algobench.workload import param_groups
 
 PAPER = "The Road Less Scheduled (Defazio et al., NeurIPS 2024); AlgoPerf 2024 self-tuning winner"
+
+REFERENCE = "facebookresearch/schedule_free, schedulefree/adamw_schedulefree.py (schedulefree 1.4.1)"
+EQUAL_UNDER = ("float64, warmup and r on and off, weight decay, evaluations (eval/train swaps) mid-run, the "
+               "evaluation point x, None gradients in a group with gradients; tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_schedule_free_equals_schedulefree_1_4_1"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("A step() at which no tensor of a group has a gradient does not advance the group's k (nor lr_max, "
+     "weight_sum); the release's does."),
+    ("Not the AlgoPerf 2024 submission's own copy of the optimizer (its decay is at x and scaled by sqrt(1 - "
+     "beta2^t), v in bfloat16, warmup times 0.75, a reset-on-divergence rule): only its hyperparameters are used."),
+    "The gradient is clipped to grad_clip by the harness (AlgoPerf's submission did not clip).",
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 2.5e-3,
@@ -92,7 +112,8 @@ class AdamWScheduleFree(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             k = group["k"]
             warmup = (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
-            lr = group["lr"] * warmup * math.sqrt(1 - beta2 ** (k + 1))
+            lr = group["lr"] * warmup
+            bias2 = 1 - beta2 ** (k + 1)
             group["lr_max"] = lr_max = max(lr, group["lr_max"])
             weight = (k + 1) ** group["r"] * lr_max ** group["weight_lr_power"]
             group["weight_sum"] += weight
@@ -108,7 +129,8 @@ class AdamWScheduleFree(torch.optim.Optimizer):
 
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
-            denom = torch._foreach_sqrt(v)
+            denom = torch._foreach_div(v, bias2)
+            torch._foreach_sqrt_(denom)
             torch._foreach_add_(denom, group["eps"])
             normalized = torch._foreach_div(grads, denom)
             if group["weight_decay"]:

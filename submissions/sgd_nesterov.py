@@ -16,11 +16,21 @@ skips biases and norms (AlgoPerf decays every parameter).
 
 import torch
 
-from algobench.schedules import warmup_linear
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = ("On the importance of initialization and momentum in deep learning (Sutskever et al., 2013); "
          "AlgoPerf baseline (Dahl et al., 2023)")
+
+REFERENCE = ("pytorch/pytorch, torch/optim/sgd.py (torch.optim.SGD, nesterov=True): "
+             "mlcommons/algorithmic-efficiency's nesterov baseline calls it")
+EQUAL_UNDER = ("float64, the foreach implementation against torch's single-tensor SGD, L2 weight decay in the "
+               "gradient, None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgd_baselines_equal_torch_single_tensor_sgd"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    "Warmup starts at lr / warmup_steps on step 0, not at 0 as AlgoPerf's schedule.",
+    "Weight decay skips biases and norms (algobench.workload.param_groups); AlgoPerf's baseline decays every tensor.",
+]
 
 HPARAMS = {
     "learning_rate": 0.25,
@@ -47,8 +57,5 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                            nesterov=True, foreach=True)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_factor * step_hint), 1)
-    return warmup_linear(step, peak_lr=hparams.learning_rate, warmup_steps=warmup,
-                         decay_steps=int(hparams.decay_steps_factor * (step_hint - warmup)),
-                         final_lr_frac=hparams.end_factor)
+lr_schedule = schedules.lr_schedule("warmup_linear", warmup="warmup_factor", decay_frac="decay_steps_factor",
+                                    final_lr_frac="end_factor")

@@ -12,10 +12,22 @@ so a resumed optimizer keeps its scales (the official code re-measures them afte
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "No More Adam: Learning Rate Scaling at Initialization is All You Need (Xu et al., 2024)"
+
+REFERENCE = "AnonymousAlethiometer/SGD_SaI, sgd_sai/sgd_sai.py (sgd-sai 1.0.3)"
+EQUAL_UNDER = ("float64, weight decay on and off, a scalar (std nan -> 0), None gradients after the first step; "
+               "tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgd_sai_equals_sgd_sai_1_0_3"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The gsnr is kept per tensor in the optimizer state and measured for any tensor that has none, so a resumed "
+     "optimizer keeps its scales and a tensor without a gradient at the first step gets one later; the release "
+     "measures all tensors in its first step() only (and again after a reload)."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 1e-2,
@@ -77,6 +89,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                   momentum=hparams.momentum, eps=hparams.eps)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

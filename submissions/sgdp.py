@@ -2,24 +2,37 @@
 
 Update (the official clovaai/AdamP `SGDP`, momentum buffer starting at zero):
     b <- mu b + (1 - dampening) g
-    d = g + mu b (nesterov) or b
+    d = g + mu b (nesterov) or d = b (the buffer itself, not a copy)
     d, r <- projection(theta, g, d)       (see submissions/adamp.py: r = wd_ratio on weights taken
-                                           as scale-invariant, else 1; only weights of 2+ dims)
+                                           as scale-invariant, else 1; only weights of 2+ dims).
+                                           The projection subtracts in place, so without Nesterov
+                                           the radial component leaves the stored momentum too.
     theta <- theta * (1 - lr * wd * r / (1 - mu))    (decoupled, scaled by the momentum's 1/(1-mu))
     theta <- theta - lr * d
 Schedule: linear warmup then cosine (the paper's ImageNet runs use cosine decay). The projection is
-chosen with torch.where (no host sync), the same numbers as the official `if`.
+chosen with torch.where (no host sync) and written back into d, as the official in-place `-=`.
 """
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 from submissions._foreach import closure_loss, group_tensors
 from submissions.adamp import radial_projection
 
 PAPER = ("AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights "
          "(Heo et al., ICLR 2021)")
+
+REFERENCE = "clovaai/AdamP, adamp/sgdp.py (adamp 0.3.0)"
+EQUAL_UNDER = ("float64, nesterov on and off, both projections firing (without Nesterov the buffer itself is "
+               "projected), None gradients; tested in tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_sgdp_equals_clovaai_sgdp"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The projection is chosen with torch.where (no host sync) and written back in place, instead of the "
+     "release's `if`: the same numbers."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 0.25,
@@ -69,8 +82,9 @@ class SGDP(torch.optim.Optimizer):
             for i, (p, g) in enumerate(zip(params, grads)):
                 decay = 1.0
                 if p.dim() > 1:
-                    directions[i], decay = radial_projection(p, g, directions[i], delta=group["delta"],
-                                                             wd_ratio=group["wd_ratio"], eps=group["eps"])
+                    projected, decay = radial_projection(p, g, directions[i], delta=group["delta"],
+                                                         wd_ratio=group["wd_ratio"], eps=group["eps"])
+                    directions[i].copy_(projected)  # in place: without Nesterov, the momentum buffer itself
                 if wd > 0:
                     p.mul_(1 - lr * wd * decay / (1 - mu))
             torch._foreach_add_(params, directions, alpha=-lr)
@@ -83,6 +97,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                 wd_ratio=hparams.wd_ratio)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

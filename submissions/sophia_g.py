@@ -34,10 +34,26 @@ the runs are short) are the defaults here; the paper's values lie in the search 
 import torch
 import torch.distributed as dist
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training (Liu et al., 2023)"
+
+REFERENCE = "Liuhong99/Sophia, sophia.py (SophiaG) and train_sophiag.py (commit 14bedd6)"
+EQUAL_UNDER = ("float64, the SophiaG update (update_hessian + step) with the same refresh steps and sampled-label"
+               " gradients, intervals 1 and 10, both sides of the clip; tested in "
+               "tests/test_reference_second_order.py")
+REFERENCE_TEST = "tests/test_reference_second_order.py::test_sophia_g_update_equals_the_release"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("The state keeps the EMA of B * g_hat^2 and the step divides by rho * h + eps; the release keeps the EMA of "
+     "g_hat^2 and multiplies by the batch size in the step: the same for a fixed batch size."),
+    ("The Hessian is estimated at steps 0, k, 2k, ... (k = hessian_interval) from the step's own batch and "
+     "forward pass, before its update; the release's train_sophiag.py estimates after the updates of iterations k"
+     " - 1, 2k - 1, ... on a fresh batch that is then not used for a gradient step, so its first k steps run with"
+     " h = 0 (sign steps of size lr)."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 2e-3,
@@ -183,6 +199,4 @@ def update_params(*, workload, current_param_container, current_params_types, mo
     return optimizer_state, model, model_state, loss.detach()
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -29,10 +29,30 @@ import math
 
 import torch
 
-from algobench.schedules import warmup_cosine
+from algobench import schedules
 from algobench.workload import param_groups
 
 PAPER = "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam (Huang et al., 2025)"
+
+REFERENCE = ("TianjinYellow/StableSPAM, stablespam.py (class StableSPAM, total_T=None, amsgrad off; read from a "
+             "published copy of the file, the commit is not pinned)")
+EQUAL_UNDER = ("float64, before the first momentum reset (reset_interval 0 or beyond the run), gradient spikes "
+               "clipped, weight decay on and off, None gradients (a tensor in a group of its own); tested in "
+               "tests/test_reference_adaptive.py")
+REFERENCE_TEST = "tests/test_reference_adaptive.py::test_stable_spam_equals_the_release_before_the_first_reset"
+DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
+    ("After a reset the release restarts the one per-tensor step count shared by AdaClip, AdaGN and Adam, so the "
+     "clip threshold is divided by 1 - theta^2 and clipping is off for hundreds of steps; this keeps the global t"
+     " for AdaClip/AdaGN and restarts only Adam's count."),
+    ("On a reset step the release still applies the stale moments (an aliased reference) and starts the fresh "
+     "ones a step later; this resets, then updates with the fresh moments."),
+    "No cosine scaling of beta1/gamma1 (total_T) and no AMSGrad (both off by default in the release).",
+    ("The step count t is kept per parameter group, the release's per tensor: equal while every tensor of a group"
+     " has a gradient at every step; a tensor whose gradient is None at some steps gets the group's t in its bias"
+     " corrections."),
+    ("make_optimizer exempts biases and norms from weight decay (algobench.workload.param_groups); the release "
+     "decays every tensor it is given."),
+]
 
 HPARAMS = {
     "learning_rate": 3e-3,
@@ -141,6 +161,4 @@ def make_optimizer(*, model, hparams, workload) -> torch.optim.Optimizer:
                       gamma2=hparams.gamma2, theta=hparams.theta, reset_interval=hparams.reset_interval)
 
 
-def lr_schedule(*, step: int, step_hint: int, hparams) -> float:
-    warmup = max(int(hparams.warmup_frac * step_hint), 1)
-    return warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+lr_schedule = schedules.lr_schedule("warmup_cosine", warmup="warmup_frac")

@@ -34,20 +34,22 @@ def sgd_momentum(theta, decayed, grad_fn, lrs, *, mu, wd, nesterov):
 
 
 def adabelief(theta, decayed, grad_fn, lrs, *, b1, b2, eps, wd, rectify):
-    """Zhuang et al. 2020, Algorithm 2 with s_t = ... + eps, decoupled decay, RAdam rectification."""
+    """Zhuang et al. 2020, Algorithm 2 with s_t = ... + eps, decoupled decay; `rectify` as the
+    authors' adabelief-pytorch 0.2.1: RAdam's step when N_t >= 5 (eps outside the un-corrected
+    sqrt), else the SGD step on the bias-corrected momentum."""
     def update(t, lr, name, th, g, s):
         if name in decayed:
             th = th * (1 - lr * wd)
         s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
         s["s"] = b2 * s.get("s", 0) + (1 - b2) * (g - s["m"]) ** 2 + eps
-        step = lr / (1 - b1**t)
-        if rectify:
-            rho_inf = 2 / (1 - b2) - 1
-            rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
-            if rho <= 4:
-                return th - lr * s["m"]
-            step *= math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        return th - step * s["m"] / (np.sqrt(s["s"] / (1 - b2**t)) + eps)
+        if not rectify:
+            return th - lr / (1 - b1**t) * s["m"] / (np.sqrt(s["s"] / (1 - b2**t)) + eps)
+        n_inf = 2 / (1 - b2) - 1
+        n_t = n_inf - 2 * t * b2**t / (1 - b2**t)
+        if n_t < 5:
+            return th - lr / (1 - b1**t) * s["m"]
+        r = math.sqrt((1 - b2**t) * (n_t - 4) * (n_t - 2) * n_inf / ((n_inf - 4) * (n_inf - 2) * n_t))
+        return th - lr * r / (1 - b1**t) * s["m"] / (np.sqrt(s["s"]) + eps)
     return _loop(theta, lrs, grad_fn, update)
 
 
@@ -86,6 +88,8 @@ def sgdp(theta, decayed, grad_fn, lrs, *, mu, wd, nesterov, eps, delta, wd_ratio
         s["b"] = mu * s.get("b", 0) + g
         d = g + mu * s["b"] if nesterov else s["b"]
         d, ratio = _project(th, g, d, delta=delta, wd_ratio=wd_ratio, eps=eps)
+        if not nesterov:  # the official code projects the buffer in place: d is b
+            s["b"] = d
         if name in decayed:
             th = th * (1 - lr * wd * ratio / (1 - mu))
         return th - lr * d
@@ -152,7 +156,7 @@ def schedule_free_adamw(theta, decayed, grad_fn, lrs, *, b1, b2, eps, wd, warmup
     v = {k: np.zeros_like(a) for k, a in theta.items()}
     lr_max, weight_sum = -1.0, 0.0
     for t, lr in enumerate(lrs, start=1):
-        gamma = lr * min(1.0, t / warmup_steps) * math.sqrt(1 - b2**t)
+        gamma = lr * min(1.0, t / warmup_steps)  # schedulefree 1.4.1: no sqrt(1 - beta2^t) here
         lr_max = max(lr_max, gamma)
         weight = t**r * lr_max**weight_lr_power
         weight_sum += weight
@@ -161,7 +165,7 @@ def schedule_free_adamw(theta, decayed, grad_fn, lrs, *, b1, b2, eps, wd, warmup
             g = grad_fn(t - 1, name, y[name])
             v[name] = b2 * v[name] + (1 - b2) * g * g
             decay = wd * y[name] if name in decayed else 0.0
-            z[name] = z[name] - gamma * (g / (np.sqrt(v[name]) + eps) + decay)
+            z[name] = z[name] - gamma * (g / (np.sqrt(v[name] / (1 - b2**t)) + eps) + decay)
             x[name] = (1 - c) * x[name] + c * z[name]
             y[name] = (1 - b1) * z[name] + b1 * x[name]
     return y, x

@@ -158,9 +158,7 @@ def test_sophia_clips_each_coordinate_to_lr():
 # --- MKOR -------------------------------------------------------------------------------------------
 
 MKOR_HP = {"learning_rate": 0.1, "backend": "sgd", "momentum": 0.9, "weight_decay": 0.05, "inv_freq": 2,
-           "stat_decay": 0.95,
-               "stabilization": 0.1, "reset_threshold": 0.9, "clip_value": 2.5, "hybrid_window": 0, "warmup_frac": 0.2,
-               "grad_clip": 0.0}
+           "reset_threshold": 0.9, "clip_value": 2.5, "hybrid_window": 0, "warmup_frac": 0.2, "grad_clip": 0.0}
 
 
 def sherman_morrison_ref(P: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -171,9 +169,9 @@ def mkor_reference(params: dict[str, np.ndarray], hp) -> dict[str, np.ndarray]:
     """Mozaffari et al. (2023), Algorithm 1 with the package's conventions, layer 1 preconditioned
     (layer 2 is the head), then torch's SGD with momentum and L2 decay on the weights."""
     W1, b1, W2, b2 = (params[k].copy() for k in ("0.weight", "0.bias", "1.weight", "1.bias"))
-    A, G, reset = np.eye(D + 1), np.eye(H), True
+    A, G, a_reset, g_reset = np.eye(D + 1), np.eye(H), True, True
     buf = {}
-    c, gamma, zeta = hp.clip_value, hp.stat_decay, hp.stabilization
+    c = hp.clip_value
     for t in range(STEPS):
         b = batch(t)
         X, y = b["inputs"].numpy(), b["targets"].numpy()
@@ -184,12 +182,19 @@ def mkor_reference(params: dict[str, np.ndarray], hp) -> dict[str, np.ndarray]:
         if t % hp.inv_freq == 0:
             a = np.append(np.clip(X, -c, c).mean(0), 1.0)
             g = np.clip(N * dh, -c, c).mean(0)
-            if reset:
-                A, G, reset = (1 - zeta) * A + zeta * np.eye(D + 1), (1 - zeta) * G + zeta * np.eye(H), False
+            # the package: A first, then G; a reset sets I, an update past the threshold sets both flags
+            if a_reset:
+                A, a_reset = np.eye(D + 1), False
             else:
-                A = sherman_morrison_ref(gamma * A + (1 - gamma) * np.eye(D + 1), a)
-                G = sherman_morrison_ref(gamma * G + (1 - gamma) * np.eye(H), g)
-                reset = max(np.abs(A).max(), np.abs(G).max()) > hp.reset_threshold
+                A = sherman_morrison_ref(0.95 * A + 0.05 * np.eye(D + 1), a)
+                if np.abs(A).max() > hp.reset_threshold:
+                    a_reset = g_reset = True
+            if g_reset:
+                G, g_reset = np.eye(H), False
+            else:
+                G = sherman_morrison_ref(0.95 * G + 0.05 * np.eye(H), g)
+                if np.abs(G).max() > hp.reset_threshold:
+                    a_reset = g_reset = True
         U = G @ np.hstack([grads["W1"], grads["b1"][:, None]]) @ A
         fix = (np.linalg.norm(grads["W1"]) + np.linalg.norm(grads["b1"])) / (np.linalg.norm(U[:, :-1])
                                                                                 + np.linalg.norm(U[:, -1]))

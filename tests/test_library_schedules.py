@@ -141,3 +141,34 @@ def test_every_named_schedule_spans_the_run():
         assert max(lr) == pytest.approx(0.5) and min(lr) >= 0
     with pytest.raises(UserError, match="warmup_cosine"):
         S.named("cosine", steps=100)
+
+
+def _old_warmup_cosine(*, step, step_hint, hparams, warmup_key="warmup_frac"):
+    """The body the submissions repeated before SCHEDULES."""
+    warmup = max(int(getattr(hparams, warmup_key) * step_hint), 1)
+    return S.warmup_cosine(step, peak_lr=hparams.learning_rate, warmup_steps=warmup, decay_steps=step_hint - warmup)
+
+
+def test_schedules_registry_gives_the_submissions_former_schedules():
+    from types import SimpleNamespace
+    hp = SimpleNamespace(learning_rate=3e-3, warmup_frac=0.05, warmup_factor=0.02, decay_steps_factor=0.9,
+                         end_factor=0.01)
+    cosine = S.lr_schedule("warmup_cosine", warmup="warmup_frac")
+    algoperf = S.lr_schedule("warmup_linear", warmup="warmup_factor", decay_frac="decay_steps_factor",
+                             final_lr_frac="end_factor")
+    for step_hint in (7, 100, 1000):
+        for step in range(step_hint + 5):
+            assert cosine(step=step, step_hint=step_hint, hparams=hp) == \
+                _old_warmup_cosine(step=step, step_hint=step_hint, hparams=hp)
+            w = max(int(hp.warmup_factor * step_hint), 1)
+            assert algoperf(step=step, step_hint=step_hint, hparams=hp) == S.warmup_linear(
+                step, peak_lr=hp.learning_rate, warmup_steps=w, decay_steps=int(0.9 * (step_hint - w)),
+                final_lr_frac=0.01)
+    assert S.lr_schedule("constant", peak=0.5)(step=3, step_hint=10, hparams=hp) == 0.5
+    assert S.lr_schedule("warmup_constant", warmup=0.1)(step=50, step_hint=100, hparams=hp) == hp.learning_rate
+
+
+def test_unknown_schedule_fails_fast_with_the_closest_names():
+    with pytest.raises(UserError, match="warmup_cosine"):
+        S.lr_schedule("warmup_cosin")
+    assert set(S.SCHEDULES) >= {"warmup_cosine", "warmup_linear", "warmup_constant", "constant"}

@@ -152,3 +152,39 @@ def test_warmup_cosine_phases():
     assert lr[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr[100] == pytest.approx(0.0, abs=1e-12) and lr[119] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+# --- fidelity to the authors' code: every submission says what it was compared with ---------------
+
+@pytest.mark.parametrize("name", submission_lib.builtin_names())
+def test_every_submission_states_its_reference_and_its_differences(name):
+    """REFERENCE (the authors' code and release), EQUAL_UNDER, REFERENCE_TEST (a test that exists, or
+    "" when not compared) and DIFFERENCES (a list of sentences) are module constants of each."""
+    import re
+    from pathlib import Path
+
+    module = submission_lib.load(name).module
+    assert isinstance(module.REFERENCE, str) and module.REFERENCE
+    assert isinstance(module.EQUAL_UNDER, str) and module.EQUAL_UNDER
+    assert isinstance(module.DIFFERENCES, list) and all(isinstance(d, str) and d for d in module.DIFFERENCES)
+    if module.REFERENCE_TEST:
+        path, test = module.REFERENCE_TEST.split("::")
+        source = (Path(__file__).parent.parent / path).read_text()
+        assert re.search(rf"^def {test}\(", source, re.MULTILINE), module.REFERENCE_TEST
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_nadamw_decay_every_tensor_gives_algoperfs_decay(every):
+    """AlgoPerf's NAdamW decays every tensor; the default exempts biases and norms."""
+    from types import SimpleNamespace
+
+    from algobench.workload import ParamKind
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    workload = SimpleNamespace(param_types={"0.weight": ParamKind.WEIGHT, "0.bias": ParamKind.BIAS,
+                                            "1.weight": ParamKind.NORM, "1.bias": ParamKind.NORM})
+    mod = submission_lib.load("nadamw").module
+    hparams = submission_lib.make_hparams({**mod.HPARAMS, "decay_every_tensor": every})
+    optimizer = mod.make_optimizer(model=model, hparams=hparams, workload=workload)
+    decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert len(decayed) == (4 if every else 1)
