@@ -69,7 +69,7 @@ RANGES: dict[str, Range] = {
     "hybrid_min_decrease": NON_NEGATIVE, "label_smoothing": Range(0.0, 1.0, hi_open=True),
     "dropout_rate": Range(0.0, 1.0, hi_open=True, nullable=True),
     "hessian_interval": COUNT, "inv_freq": COUNT, "reset_interval": COUNT, "update_gap": COUNT,
-    "ns_steps": Range(0, integer=True), "hybrid_window": COUNT,  # (auon: ns_steps 0 is the pure method)
+    "ns_steps": Range(0, integer=True), "hybrid_window": Range(0, integer=True),  # (0: the pure method)
 }
 
 
