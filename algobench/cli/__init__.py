@@ -44,5 +44,5 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False)
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
         sys.exit(err.exit_code)

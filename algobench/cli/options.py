@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from algobench.errors import UserError
+from algobench.tuning import SELF_BUDGET_FACTOR
 
 # Wide enough that tables and paths are not cut at 80 columns when the output is a file or a pipe.
 console = Console(width=None if os.isatty(1) else 160)
@@ -34,6 +35,11 @@ def results_roots(given: list[Path] | None) -> list[Path]:
 class Format(str, Enum):
     table = "table"
     json = "json"
+
+
+class Ruleset(str, Enum):
+    external = "external"
+    self = "self"
 
 
 def workload_names(incomplete: str = "") -> list[str]:
@@ -75,6 +81,10 @@ ResultsArg = Annotated[list[Path] | None, typer.Argument(
     help=f"Results folders (default: ${RESULTS_ENV}, else results).", show_default=False)]
 HparamsOpt = Annotated[Path | None, typer.Option(help="JSON or YAML file of hyperparameters overriding the "
                                                  "submission's defaults, e.g. --hparams hp.yaml.")]
+RunRulesetOpt = Annotated[Ruleset | None, typer.Option(
+    "--ruleset", help="external, or self: AlgoPerf's self-tuning ruleset (an AlgoPerf file gets "
+                      f"hyperparameters=None; the budget is {SELF_BUDGET_FACTOR:g}x). Default: what the file's place says "
+                      "(.../self_tuning/...), else external.", show_default=False)]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps, e.g. --max-steps 100 (recorded "
                                                  "as an override).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size, overriding the submission's "

@@ -12,12 +12,13 @@ from rich.table import Table
 from algobench import submission as submission_lib
 from algobench.cli.options import (
     BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
-    Format, FormatOpt, FrameworkOpt, HparamsOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsDirOpt, SizeOpt,
-    SlurmOpt, SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console,
-    run_options, validated, workload_names)
+    Format, FormatOpt, FrameworkOpt, HparamsOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsDirOpt, Ruleset,
+    RunRulesetOpt, SizeOpt, SlurmOpt, SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console,
+    err_console, run_options, validated, workload_names)
 from algobench.cli.slurm import submit_run
 from algobench.display import TrialDisplay, outcome_panel
 from algobench.specs import TrialConfig
+from algobench.tuning import SELF_BUDGET_FACTOR
 from workloads import WORKLOADS
 
 DEFAULT_DATA, DEFAULT_RESULTS = Path("data"), Path("results")
@@ -29,6 +30,7 @@ def run(
     size: SizeOpt = "smoke",
     framework: FrameworkOpt = "torch",
     hparams: HparamsOpt = None,
+    ruleset: RunRulesetOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -58,8 +60,13 @@ def run(
     from algobench.trial import execute  # (torch: loaded when a trial runs, not for --help)
 
     overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
+    if ruleset is None:
+        ruleset = Ruleset(submission_lib.ruleset_of(submission_lib.resolve(submission)[1]) or "external")
+    if ruleset is Ruleset.self:  # AlgoPerf's self-tuning budget: a multiple of the external one
+        budget_s = (budget_s or WORKLOADS.get(workload).preset(size).budget_s) * SELF_BUDGET_FACTOR
     config = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
-                       hparams=overrides, seed=seed, results_dir=results_dir, data_dir=data_dir,
+                       hparams=overrides, seed=seed, ruleset=ruleset.value, results_dir=results_dir,
+                       data_dir=data_dir,
                        options=run_options(device=device, precision=precision, compile=compile,
                                            max_steps=max_steps, batch_size=batch_size, budget_s=budget_s,
                                            eval_period_s=eval_period_s, eval_every_steps=eval_every_steps,

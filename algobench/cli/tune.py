@@ -17,7 +17,7 @@ from algobench import submission as submission_lib
 from algobench import tuning
 from algobench.cli.options import (
     BatchSizeOpt, BudgetOpt, ClusterOpt, CompileOpt, DataDirOpt, DeviceOpt, EvalEveryStepsOpt, EvalPeriodOpt,
-    FrameworkOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsArg, ResultsDirOpt, SizeOpt, SlurmOpt,
+    FrameworkOpt, LogEveryOpt, MaxStepsOpt, PrecisionOpt, ResultsArg, ResultsDirOpt, Ruleset, SizeOpt, SlurmOpt,
     SubmissionOpt, WandbEntityOpt, WandbOpt, WandbProjectOpt, WorkloadOpt, console, err_console, results_roots,
     run_options, validated)
 from algobench.errors import UserError
@@ -27,11 +27,6 @@ from algobench.study import InProcessExecutor, ProcessPoolExecutor, find_runs, o
 from algobench.study_view import StudyView, format_hparams, runs_table
 from algobench.tuning import DEFAULT_TRIALS, SELF_BUDGET_FACTOR
 from workloads import WORKLOADS
-
-
-class Ruleset(str, Enum):
-    external = "external"
-    self = "self"
 
 
 class RunsFormat(str, Enum):
