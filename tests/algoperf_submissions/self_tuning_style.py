@@ -1,6 +1,7 @@
 """A self-tuning AlgoPerf PyTorch submission written as the published ones are (the self-tuning
 NAdamW baseline, AdEMAMix, Lion): `HPARAMS` a dict turned into a namedtuple, and the
-`hyperparameters` argument (None under the self-tuning ruleset) replaced by it."""
+`hyperparameters` argument (None under the self-tuning ruleset) replaced by it. AdamW with
+linear warmup and cosine decay, gradient clipping."""
 
 import collections
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -16,11 +17,12 @@ USE_PYTORCH_DDP = pytorch_setup()[0]
 
 HPARAMS = {
     "dropout_rate": 0.0,
-    "learning_rate": 0.004,
+    "learning_rate": 0.003,
     "one_minus_beta1": 0.1,
     "beta2": 0.95,
     "weight_decay": 0.1,
     "warmup_factor": 0.05,
+    "grad_clip": 1.0,
 }
 HPARAMS = collections.namedtuple("Hyperparameters", HPARAMS.keys())(**HPARAMS)
 SEEN = {"hyperparameters": []}
@@ -33,9 +35,9 @@ def init_optimizer_state(workload: spec.Workload, model_params: spec.ParameterCo
     SEEN["hyperparameters"].append(hyperparameters)
     if hyperparameters is None:
         hyperparameters = HPARAMS
-    optimizer = torch.optim.NAdam(model_params.parameters(), lr=hyperparameters.learning_rate,
+    optimizer = torch.optim.AdamW(model_params.parameters(), lr=hyperparameters.learning_rate,
                                   betas=(1.0 - hyperparameters.one_minus_beta1, hyperparameters.beta2),
-                                  eps=1e-8, weight_decay=hyperparameters.weight_decay, decoupled_weight_decay=True)
+                                  eps=1e-8, weight_decay=hyperparameters.weight_decay)
     warmup_steps = int(hyperparameters.warmup_factor * workload.step_hint)
     warmup = LinearLR(optimizer, start_factor=1e-10, end_factor=1.0, total_iters=warmup_steps)
     cosine = CosineAnnealingLR(optimizer, T_max=max(workload.step_hint - warmup_steps, 1))
@@ -67,6 +69,9 @@ def update_params(workload: spec.Workload, current_param_container: spec.Paramet
         n_valid_examples = dist_nn.all_reduce(n_valid_examples)
     loss = summed_loss / n_valid_examples
     loss.backward()
+    grad_clip = getattr(hyperparameters, "grad_clip", None)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(current_model.parameters(), max_norm=grad_clip)
     optimizer_state["optimizer"].step()
     optimizer_state["scheduler"].step()
     return optimizer_state, current_param_container, new_model_state
