@@ -35,7 +35,8 @@ def test_baseline_style_submission_runs_with_its_search_space_file(data_dir):
     assert isinstance(end, Ended) and end.status == "not_reached" and end.reason == "max steps", end.traceback
     assert events[0].batch_size == 16  # get_batch_size raised ValueError for finewebedu_lm: the preset decides
     (init,), updates = sub.module.CALLS[:1], sub.module.CALLS[1:]
-    assert init == ("init", ("loss", 100_000, 3, None, "Hyperparameters"))  # the budget given, the preset's eval period
+    assert init == ("init", ("ppl", 100_000, 3, None, "Hyperparameters"))  # AlgoPerf's LM target metric; the budget
+    # given, the preset's eval period
     assert [u[1][0] for u in updates] == list(range(20))
     step, loss_type, n_evals, smoothing, clip, train_state, types, n_is_tensor = updates[7][1]
     from algoperf import spec

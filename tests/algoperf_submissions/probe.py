@@ -8,13 +8,16 @@ import torch
 
 from algoperf import spec
 
-SEEN = {"train_state": [], "eval_results": [], "batch_keys": [], "n_valid_examples": [], "weights_sum": []}
+SEEN = {"train_state": [], "eval_results": [], "batch_keys": [], "n_valid_examples": [], "weights_sum": [],
+        "n_labels": [], "target": []}
 
 
 def init_optimizer_state(workload: spec.Workload, model_params: spec.ParameterContainer,
                          model_state: spec.ModelAuxiliaryState, hyperparameters: spec.Hyperparameters,
                          rng: spec.RandomState) -> spec.OptimizerState:
-    SEEN["target"] = (workload.target_metric_name, workload.validation_target_value)
+    for seen in SEEN.values():  # one trial's record (the module stays imported between trials)
+        seen.clear()
+    SEEN["target"].extend([workload.target_metric_name, workload.validation_target_value])
     return {"optimizer": torch.optim.AdamW(model_params.parameters(), lr=3e-3)}
 
 
@@ -31,6 +34,7 @@ def update_params(workload: spec.Workload, current_param_container: spec.Paramet
     logits, model_state = workload.model_fn(model, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True)
     loss_dict = workload.loss_fn(label_batch=batch["targets"], logits_batch=logits, mask_batch=batch.get("weights"))
     SEEN["n_valid_examples"].append(int(loss_dict["n_valid_examples"]))
+    SEEN["n_labels"].append(batch["targets"].numel())
     if batch.get("weights") is not None:
         SEEN["weights_sum"].append(int(batch["weights"].sum()))
     (loss_dict["summed"] / loss_dict["n_valid_examples"]).backward()
