@@ -15,6 +15,9 @@ or by path (`--submission ./my_opt.py`). It comes in one of two forms:
 
 3. algoperf: an AlgoPerf PyTorch submission file as it is (it imports `algoperf` or
    `algorithmic_efficiency`, or its functions take positional arguments); see algobench/algoperf.
+   Its `HPARAMS` may be a dict, a namedtuple or a SimpleNamespace; under the self-tuning ruleset
+   it gets `hyperparameters=None`; a file under a `submissions/` folder may import its helpers as
+   `submissions.<ruleset>.<name>.<module>` (AlgoPerf's repository layout).
 4. optax (for `--framework jax`): `HPARAMS`, `SEARCH_SPACE`, `lr_schedule` as in the simple form
    and `make_optax(*, learning_rate, hparams, workload) -> optax.GradientTransformation`. A
    module may hold both `make_optimizer` and `make_optax`: one submission, two frameworks.

@@ -38,7 +38,7 @@ def adapt(module: ModuleType) -> dict[str, Any]:
     """The harness's full form of an AlgoPerf submission module."""
     adapted: dict[int, AlgoPerfWorkload] = {}
     queues: dict[int, Any] = {}  # the runner's batch iterator -> its AlgoPerf view
-    results: list = []  # eval_results under AlgoPerf's names, extended as the runner's list grows
+    translated: dict[str, Any] = {"of": None, "results": []}  # the runner's eval_results -> AlgoPerf's names
 
     def view(native: TorchWorkload, model: torch.nn.Module | None = None) -> AlgoPerfWorkload:
         wl = adapted.get(id(native))
@@ -52,16 +52,20 @@ def adapt(module: ModuleType) -> dict[str, Any]:
         return hyperparameters if hyperparameters is not None and len(hyperparameters) else None
 
     def algoperf_results(wl: AlgoPerfWorkload, eval_results: Sequence) -> list:
-        if len(results) > len(eval_results):  # a new trial, or a resumed one
-            results.clear()
+        """Translated once per entry (the runner only appends to its list; a new list: a new trial)."""
+        results = translated["results"]
+        if translated["of"] is not eval_results or len(results) > len(eval_results):
+            translated["of"], results = eval_results, []
+            translated["results"] = results
         for step, result in eval_results[len(results):]:
             results.append((step, wl.eval_result(result)))
         return results
 
     def init_optimizer_state(*, workload, model_params, model_state, hyperparameters, rng):
         wl = view(workload, model_params)
-        for split in workload.eval_splits:  # before the clock starts: eval_results' num_examples
-            wl.num_examples(split)
+        if workload.algoperf_name:  # before the clock starts: eval_results' <split>/num_examples
+            for split in workload.eval_splits:
+                wl.num_examples(split)
         return module.init_optimizer_state(wl, model_params, model_state, hparams(hyperparameters), rng)
 
     select = module.data_selection if callable(getattr(module, "data_selection", None)) else None
@@ -131,4 +135,4 @@ def _algoperf_train_state(train_state):
     """The runner's train_state with AlgoPerf's keys only (it has no global_step)."""
     if train_state is None:
         return None
-    return MappingProxyType({k: train_state[k] for k in ALGOPERF_TRAIN_STATE})
+    return MappingProxyType({k: train_state[k] for k in ALGOPERF_TRAIN_STATE if k in train_state})
