@@ -97,6 +97,21 @@ def test_file_in_a_submissions_folder_imports_its_sibling_and_is_self_tuning(dat
     assert list(train["step"]) == [5, 10, 15, 20] and train["train_loss"].iloc[-1] < train["train_loss"].iloc[0]
 
 
+@pytest.mark.parametrize("ruleset,factor", [("self", SELF_BUDGET_FACTOR), ("external", None)])
+def test_run_ruleset_option_sets_the_budget_and_is_recorded(ruleset, factor, data_dir, tmp_path):
+    """`--ruleset self` gives a file outside a self_tuning/ folder AlgoPerf's self-tuning budget;
+    `--ruleset external` overrides what a self_tuning/ path says."""
+    path = HERE / "self_tuning_style.py" if ruleset == "self" else MUON
+    res = cli("run", "-w", "gpt2", "-s", str(path), "--ruleset", ruleset, "--max-steps", "2",
+              "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "res"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (summary_file,) = list((tmp_path / "res").glob("gpt2/smoke/*/*/summary.json"))
+    summary = json.loads(summary_file.read_text())
+    assert summary["ruleset"] == ruleset
+    expected = None if factor is None else WORKLOADS.get("gpt2").preset("smoke").budget_s * factor
+    assert summary["overrides"].get("budget_s") == expected
+
+
 def test_the_sibling_import_neither_shadows_nor_outlives_the_builtin_submissions():
     import submissions
 
