@@ -91,4 +91,4 @@ def hparams_mapping(value: Any) -> dict[str, Any]:
         return dict(value._asdict())
     if hasattr(value, "__dict__"):
         return dict(vars(value))
-    raise TypeError(f"HPARAMS is a {type(value).__name__}: use a dict, a namedtuple or a SimpleNamespace")
+    raise TypeError(f"HPARAMS must be a dict, a namedtuple or a SimpleNamespace, not {type(value).__name__}")
