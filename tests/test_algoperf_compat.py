@@ -274,7 +274,8 @@ def test_get_batch_size_retries_with_the_base_workload_name():
 # --- broken files: one line, exit 2 -----------------------------------------------------------------
 
 BROKEN = {
-    "bad_hparams": ("from algoperf import spec\nHPARAMS = 3\n" + DIVERGING, "HPARAMS must be a dict, a namedtuple or a SimpleNamespace, not int"),
+    "bad_hparams": ("from algoperf import spec\nHPARAMS = 3\n" + DIVERGING,
+                    "HPARAMS must be a dict, a namedtuple or a SimpleNamespace, not int"),
     "missing_import": ("from algoperf import spec\nfrom optimizers.distributed_shampoo import Shampoo\n" + DIVERGING,
                        "No module named 'optimizers'"),
     "fails_at_import": ("from algoperf import spec\nimport collections\n"

@@ -82,9 +82,10 @@ ResultsArg = Annotated[list[Path] | None, typer.Argument(
 HparamsOpt = Annotated[Path | None, typer.Option(help="JSON or YAML file of hyperparameters overriding the "
                                                  "submission's defaults, e.g. --hparams hp.yaml.")]
 RunRulesetOpt = Annotated[Ruleset | None, typer.Option(
-    "--ruleset", help="external, or self: AlgoPerf's self-tuning ruleset (an AlgoPerf file gets "
-                      f"hyperparameters=None; the budget is {SELF_BUDGET_FACTOR:g}x). Default: what the file's place says "
-                      "(.../self_tuning/...), else external.", show_default=False)]
+    "--ruleset", show_default=False,
+    help=f"external, or self: AlgoPerf's self-tuning ruleset (an AlgoPerf file gets hyperparameters=None; "
+         f"the budget is {SELF_BUDGET_FACTOR:g}x). Default: what the file's place says (.../self_tuning/...), "
+         "else external.")]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps, e.g. --max-steps 100 (recorded "
                                                  "as an override).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size, overriding the submission's "
