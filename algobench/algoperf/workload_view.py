@@ -25,11 +25,12 @@ import torch
 
 from algobench.algoperf import pytorch_utils
 from algobench.algoperf.spec import ForwardPassMode, LossType, ParameterType, ShapeTuple
+from algobench.forms.base import ALGOPERF_SPLIT
 from algobench.workload import ParamKind
 
 TorchWorkload = Any  # algobench.frameworks.torch.TorchWorkload (a layer above this one)
 Batch = dict[str, Any]
-SPLITS = {"train": "train", "val": "validation", "test": "test"}  # algobench's split -> AlgoPerf's
+NATIVE_SPLIT = {algoperf: ours for ours, algoperf in ALGOPERF_SPLIT.items()}  # 'validation' -> 'val'
 
 
 @dataclass(frozen=True)
@@ -178,15 +179,15 @@ class AlgoPerfWorkload:
         out: dict[str, Any] = {}
         for key, value in result.items():
             split, _, metric = key.partition("/")
-            if metric and split in SPLITS.values():
+            if metric:
                 by_split.setdefault(split, {})[metric] = value
             else:
                 out[key] = value  # score, total_duration, accumulated_*_time
         for split, metrics in by_split.items():
             out.update({f"{split}/{k}": v for k, v in self.family.metrics_view(metrics).items()})
-            native_split = next(s for s, a in SPLITS.items() if a == split)
-            if native_split in self._num_examples:
-                out[f"{split}/num_examples"] = self._num_examples[native_split]
+            native = NATIVE_SPLIT.get(split, split)
+            if native in self._num_examples:
+                out[f"{split}/num_examples"] = self._num_examples[native]
         return out
 
     # --- AlgoPerf's model_fn and loss_fn ------------------------------------------------------
