@@ -27,7 +27,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -41,13 +40,12 @@ from algobench.contention import Monitor
 from algobench.distributed import SINGLE, Dist
 from algobench.errors import TrainingComplete, UserError
 from algobench.events import Ended, Evaluated, Event, Resume, Started, Suspended, TrainLog
-from algobench.forms.base import contract_kwargs, takes_train_state
+from algobench.forms.base import contract_kwargs, eval_result, takes_train_state, train_state
 from algobench.frameworks import Framework, framework_for
 from algobench.specs import Preset, TrialConfig, apply_overrides
 from algobench.workload import WorkloadSpec, ensure_trial_data
 from workloads import WORKLOADS
 
-ALGOPERF_SPLIT = {"val": "validation"}  # eval_results keys read 'validation/loss', as in AlgoPerf
 OVERRIDABLE = ("budget_s", "eval_period_s", "eval_period_steps", "batch_size", "max_steps")  # change a result
 SNAPSHOTS_PER_INTERVAL = 8
 
@@ -64,6 +62,7 @@ class LoopState:
     next_eval_s: float = 0.0
     requeues: int = 0  # times the trial was suspended and resumed
     eval_results: list = field(default_factory=list)  # AlgoPerf's [(step, {"validation/loss": ...})]
+    last_eval_time: float = 0.0  # time.time() at the end of the latest eval (AlgoPerf's train_state)
     last_metrics: dict = field(default_factory=dict)
     evals: list = field(default_factory=list)  # Evaluated rows, as in evals.parquet
     train: list = field(default_factory=list)  # TrainLog rows, as in train.parquet
@@ -164,6 +163,7 @@ class _Trial:
     pass_train_state: bool
     wall_start: float = 0.0
     loss: Any = None
+    last_step_end_time: float = 0.0  # time.time(), for train_state
     stop: str | None = None  # set by a step that ends training (TrainingComplete)
     agreed_elapsed_s: float | None = None  # DDP: the submission time all ranks agreed on
     suspend_agreed: bool = False
@@ -180,13 +180,15 @@ class _Trial:
                 global_step=s.step, rng=rng)
             kwargs = self._contract(rng)
             if self.pass_train_state:
-                kwargs["train_state"] = MappingProxyType({
-                    "accumulated_submission_time": self.clock.elapsed_s, "global_step": s.step,
-                    "last_eval_time": s.eval_results[-1][0] if s.eval_results else 0})
+                kwargs["train_state"] = train_state(
+                    global_step=s.step, submission_time_s=self.clock.elapsed_s, eval_time_s=s.eval_time_s,
+                    budget_s=self.preset.budget_s, last_eval_time=s.last_eval_time,
+                    last_step_end_time=self.last_step_end_time)
             out = self.sub.update_params(batch=batch, **kwargs)
             self.optimizer_state, self.model, self.model_state = out[:3]
             self.loss = out[3] if len(out) > 3 else None
             s.step += 1
+            self.last_step_end_time = time.time()
         except TrainingComplete:
             s.step += 1
             self.stop = "training complete (submission)"
@@ -269,8 +271,12 @@ class _Trial:
         s.eval_time_s += time.perf_counter() - eval_start
         self.monitor.read()
         s.last_metrics = _flat(by_split)
-        s.eval_results.append((s.step, {f"{ALGOPERF_SPLIT.get(split, split)}/{k}": v
-                                        for split, ms in by_split.items() for k, v in ms.items()}))
+        logged = ([r["train_loss"] for r in s.train if r["step"] > s.last_eval_step]
+                  or [r["train_loss"] for r in s.train[-1:]])
+        s.last_eval_time = self.last_step_end_time = time.time()
+        s.eval_results.append((s.step, eval_result(
+            by_split, train_loss=sum(logged) / len(logged) if logged else None, submission_time_s=self.clock.elapsed_s,
+            eval_time_s=s.eval_time_s, total_duration_s=time.perf_counter() - self.wall_start)))
         evaluated = Evaluated(step=s.step, submission_time_s=self.clock.elapsed_s, eval_time_s=s.eval_time_s,
                               wall_time_s=time.perf_counter() - self.wall_start, metrics=s.last_metrics)
         s.evals.append(evaluated.row())
@@ -407,7 +413,7 @@ def _setup(config: TrialConfig, sub: submission_lib.Submission | None, checkpoin
     if (sub.form == "optax") != (config.framework == "jax"):
         raise UserError(f"submission {sub.name} was loaded in its {sub.form} form for a {config.framework} trial")
     hparams_dict = sub.hparams(config.hparams)
-    hparams = submission_lib.make_hparams(hparams_dict)
+    hparams = sub.contract_hparams(hparams_dict, ruleset=config.ruleset)
     opts = config.options
     spec = ensure_data(config)
     framework = framework_for(config, spec, dist)
@@ -451,7 +457,8 @@ def _setup(config: TrialConfig, sub: submission_lib.Submission | None, checkpoin
                identity=identity, dist=dist, started=started, clock=clock, monitor=monitor,
                refiner=Refiner(enabled=sub.prepare_for_eval is None),
                pass_train_state=takes_train_state(sub.update_params),
-               wall_start=time.perf_counter() - state.wall_time_s, setup_failure=setup_failure)
+               wall_start=time.perf_counter() - state.wall_time_s, setup_failure=setup_failure,
+               last_step_end_time=time.time())
     return t
 
 

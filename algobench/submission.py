@@ -15,6 +15,9 @@ or by path (`--submission ./my_opt.py`). It comes in one of two forms:
 
 3. algoperf: an AlgoPerf PyTorch submission file as it is (it imports `algoperf` or
    `algorithmic_efficiency`, or its functions take positional arguments); see algobench/algoperf.
+   Its `HPARAMS` may be a dict, a namedtuple or a SimpleNamespace; under the self-tuning ruleset
+   it gets `hyperparameters=None`; a file under a `submissions/` folder may import its helpers as
+   `submissions.<ruleset>.<name>.<module>` (AlgoPerf's repository layout).
 4. optax (for `--framework jax`): `HPARAMS`, `SEARCH_SPACE`, `lr_schedule` as in the simple form
    and `make_optax(*, learning_rate, hparams, workload) -> optax.GradientTransformation`. A
    module may hold both `make_optimizer` and `make_optax`: one submission, two frameworks.
@@ -26,13 +29,16 @@ algobench/algoperf/adapter.py turn the others into it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import importlib
 import importlib.util
 import inspect
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -82,6 +88,16 @@ class Submission:
     @property
     def info(self) -> SubmissionInfo:
         return SubmissionInfo(name=self.name, path=self.path, form=self.form, sha256=self.sha256)
+
+    def contract_hparams(self, values: Mapping[str, Any], *, ruleset: str) -> Any:
+        """The `hyperparameters` the submission's functions get: a namedtuple of `values`, or, for
+        an AlgoPerf file under the self-tuning ruleset, None (as AlgoPerf passes)."""
+        if ruleset == "self" and self.form == "algoperf":
+            if dict(values) != self.defaults:
+                raise UserError(f"submission {self.path}: a self-tuning AlgoPerf file gets hyperparameters=None, "
+                                f"so --hparams cannot reach it; drop --hparams or use --ruleset external")
+            return None
+        return make_hparams(values)
 
     def hparams(self, overrides: Mapping[str, Any] | None = None, *, source: str = "--hparams") -> dict:
         """The defaults with `overrides` applied; unknown names fail with the nearest valid ones."""
@@ -135,6 +151,13 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     raise unknown("submission", name_or_path, builtin_names())
 
 
+def ruleset_of(path: Path) -> Literal["external", "self"] | None:
+    """The ruleset a file's place says, as in AlgoPerf's repositories
+    (`submissions/self_tuning/<name>/submission.py`); None when it says none."""
+    parts = set(Path(path).parts)
+    return "self" if "self_tuning" in parts else "external" if "external_tuning" in parts else None
+
+
 def load(name_or_path: str, framework: str = "torch") -> Submission:
     """The submission's form for `framework` (torch: simple, full or algoperf; jax: optax)."""
     # (torch comes with the forms: imported when a submission is loaded, so that finding one,
@@ -172,7 +195,6 @@ def load(name_or_path: str, framework: str = "torch") -> Submission:
             f"{' and '.join(SIMPLE_REQUIRED)} (simple form) or {' and '.join(FULL_REQUIRED)} (full form)")
     if form == "algoperf":
         fns = adapter.adapt(module)
-        fns["data_selection"] = fns["data_selection"] or base.default_data_selection
     elif form != "optax":
         if form == "simple":
             simple.check_signatures(module, path)
@@ -246,7 +268,8 @@ def _import(name: str, path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with _user_submissions_package(path):
+            spec.loader.exec_module(module)
     except SyntaxError as err:
         del sys.modules[module_name]
         raise UserError(f"submission {path}, line {err.lineno}: {err.msg}") from None
@@ -256,7 +279,38 @@ def _import(name: str, path: Path) -> ModuleType:
     except SystemExit as err:
         del sys.modules[module_name]
         raise UserError(f"submission {path} calls sys.exit({err.code!r}) when imported") from None
+    except Exception as err:  # the file's own code failed while it loaded: the user's error, in one line
+        del sys.modules[module_name]
+        raise UserError(f"submission {path}{_line_in(err, path)} failed to load: "
+                        f"{type(err).__name__}: {err}") from None
     return module
+
+
+def _line_in(err: BaseException, path: Path) -> str:
+    """', line N': the last line of `path` in the error's traceback ('' if it is not there)."""
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if Path(frame.filename) == path]
+    return f", line {lines[-1]}" if lines else ""
+
+
+@contextlib.contextmanager
+def _user_submissions_package(path: Path) -> Iterator[None]:
+    """While a file under a folder named `submissions/` loads, `submissions.<sub-path>` also
+    resolves inside that folder, as it does in AlgoPerf's repositories (their runner puts the
+    repository's root on sys.path; a file imports its helper as
+    `submissions.self_tuning.<name>.<module>`). The built-in submissions' folder stays first on
+    the package's search path, so none of them is shadowed; the folder is removed afterwards
+    (modules imported from it stay imported)."""
+    root = next((p for p in path.parents if p.name == "submissions"), None)
+    if root is None or root == submissions_dir():
+        yield
+        return
+    # (imported by name, not `import submissions`: only its search path is touched, none of its code used)
+    package = importlib.import_module("submissions")
+    package.__path__.append(str(root))
+    try:
+        yield
+    finally:
+        package.__path__.remove(str(root))
 
 
 def _positional(fn: Callable) -> bool:

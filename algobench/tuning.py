@@ -29,6 +29,13 @@ from algobench.specs import Frozen, TrialConfig
 RANGE_KEYS = ("min", "max", "scaling")
 POINTS_KEY = "feasible_points"
 SELF_BUDGET_FACTOR = 1.5  # AlgoPerf v0.6: self-tuning submissions get 1.5x the external budget
+
+
+def self_budget(base_budget_s: float, factor: float = SELF_BUDGET_FACTOR) -> float:
+    """The self-tuning ruleset's budget: `factor` times the external one (one rule, for run and tune)."""
+    if factor <= 0:
+        raise UserError(f"--self-budget-factor must be > 0, got {factor:g}")
+    return base_budget_s * factor
 DEFAULT_TRIALS = 5
 
 
@@ -201,9 +208,7 @@ def study_configs(base: TrialConfig, *, space: SearchSpace | None, trials: int, 
         if trials != 1:
             raise UserError(f"a self-tuning study is a single trial; got --trials {trials} "
                             f"(use --studies for repetitions)")
-        if self_budget_factor <= 0:
-            raise UserError(f"--self-budget-factor must be > 0, got {self_budget_factor:g}")
-        options = base.options.model_copy(update={"budget_s": base_budget_s * self_budget_factor})
+        options = base.options.model_copy(update={"budget_s": self_budget(base_budget_s, self_budget_factor)})
         return [base.model_copy(update={"study": k, "trial": 1, "seed": derived_seed(seed, k, 1),
                                         "options": options}) for k in range(1, studies + 1)]
     if space is None:

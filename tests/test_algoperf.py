@@ -12,7 +12,7 @@ from algobench import submission as submission_lib
 from algobench.events import Ended, Evaluated
 from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
-from algobench.frameworks.torch import TorchBackend
+from algobench.frameworks.torch import TorchBackend, TorchFramework
 from workloads import WORKLOADS
 from tests.helpers import cli
 
@@ -35,14 +35,15 @@ def test_baseline_style_submission_runs_with_its_search_space_file(data_dir):
     assert isinstance(end, Ended) and end.status == "not_reached" and end.reason == "max steps", end.traceback
     assert events[0].batch_size == 16  # get_batch_size raised ValueError for finewebedu_lm: the preset decides
     (init,), updates = sub.module.CALLS[:1], sub.module.CALLS[1:]
-    assert init == ("init", ("loss", 100_000, 3, None, "Hyperparameters"))  # the budget given, the preset's eval period
+    assert init == ("init", ("ppl", 100_000, 3, None, "Hyperparameters"))  # AlgoPerf's LM target metric; the budget
+    # given, the preset's eval period
     assert [u[1][0] for u in updates] == list(range(20))
     step, loss_type, n_evals, smoothing, clip, train_state, types, n_is_tensor = updates[7][1]
     from algoperf import spec
 
     assert loss_type is spec.LossType.SOFTMAX_CROSS_ENTROPY and n_evals == 1
     assert smoothing == 0.1 and clip == 1.0 and n_is_tensor
-    assert train_state["global_step"] == 7 and train_state["accumulated_submission_time"] > 0
+    assert "global_step" not in train_state and train_state["accumulated_submission_time"] > 0  # AlgoPerf's keys
     assert types == {spec.ParameterType.WEIGHT, spec.ParameterType.BIAS, spec.ParameterType.EMBEDDING,
                      spec.ParameterType.LAYER_NORM_SCALE, spec.ParameterType.LAYER_NORM_BIAS}
     evals = [e for e in events if isinstance(e, Evaluated)]
@@ -61,7 +62,8 @@ def test_features_style_submission_under_self_tuning(data_dir):
     assert all(r.dtype.name == "int32" and r.shape == (2,) for r in seen["rngs"])
     assert seen["prepare"] == [5, 10, 12]  # prepare_for_eval before every eval, the final one too
     step, results = seen["eval_results"][-1]
-    assert step == 10 and set(results) == {"validation/loss"}  # the test split: only at the end
+    assert step == 10 and {k for k in results if k.startswith("test/")} == set()  # the test split: only at the end
+    assert {"validation/loss", "validation/ppl", "validation/num_examples", "score"} <= set(results)
     final = [e for e in events if isinstance(e, Evaluated)][-1]
     assert final.step == 12 and {"val_loss", "test_loss"} <= set(final.metrics)
     from algoperf import spec
@@ -130,8 +132,8 @@ def test_algoperf_file_runs_unmodified_on_every_workload_with_a_counterpart(name
     from algobench.algoperf.adapter import AlgoPerfWorkload
     from algobench.algoperf import spec as algoperf_spec
 
-    wl = spec.build_torch(preset=spec.presets["smoke"], size="smoke", data_dir=data_dir,
-                          backend=TorchBackend.choose("cpu"))
+    cfg = TrialConfig(workload=name, size="smoke", submission="adamw", data_dir=data_dir)
+    wl = TorchFramework(TorchBackend.choose("cpu")).prepare(cfg, spec, spec.preset("smoke"))
     expected = (algoperf_spec.LossType.SIGMOID_CROSS_ENTROPY if spec.algoperf_name.startswith("ogbg")
                 else algoperf_spec.LossType.SOFTMAX_CROSS_ENTROPY)
     assert AlgoPerfWorkload(wl).loss_type is expected

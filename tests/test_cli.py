@@ -63,7 +63,7 @@ def test_data_not_prepared_gives_the_command(tmp_path):
 
 def test_bad_size_and_option_values(tmp_path):
     assert_user_error(cli("run", "-w", "gpt2", "-s", "adan", "--size", "huge", cwd=tmp_path), "size")
-    assert_user_error(cli("run", "-w", "gpt2", "-s", "adan", "--max-steps", "0", cwd=tmp_path), "max_steps")
+    assert_user_error(cli("run", "-w", "gpt2", "-s", "adan", "--max-steps", "0", cwd=tmp_path), "--max-steps")
 
 
 def test_list_workloads_and_submissions_as_json(tmp_path):

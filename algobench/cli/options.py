@@ -19,6 +19,7 @@ from algobench.errors import UserError
 from algobench.files import atomic_write
 from algobench.hparam_ranges import Range
 from algobench.specs import DEFAULT_RESULTS_DIR
+from algobench.tuning import SELF_BUDGET_FACTOR
 
 # Wide enough that tables and paths are not cut at 80 columns when the output is a file or a pipe.
 console = Console(width=None if os.isatty(1) else 160)
@@ -59,18 +60,19 @@ def print_rows(rows: list[dict[str, Any]], fmt: Format) -> bool:
     return False
 
 
+class Ruleset(str, Enum):
+    external = "external"
+    self = "self"
+
+
 def workload_names(incomplete: str = "") -> list[str]:
-    from workloads import (
-        WORKLOADS,  # (shell completion: the registry's names, no workload imported)
-    )
+    from workloads import WORKLOADS  # (shell completion: the registry's names, no workload imported)
 
     return [n for n in WORKLOADS.names() if n.startswith(incomplete)]
 
 
 def submission_names(incomplete: str = "") -> list[str]:
-    from algobench.submission import (
-        builtin_names,  # (shell completion: file names only)
-    )
+    from algobench.submission import builtin_names  # (shell completion: file names only)
 
     return [n for n in builtin_names() if n.startswith(incomplete)]
 
@@ -143,6 +145,11 @@ ResultsArg = Annotated[list[Path] | None, typer.Argument(
     help=f"Results folders (default: ${RESULTS_ENV}, else results).", show_default=False)]
 HparamsOpt = Annotated[Path | None, typer.Option(help="JSON or YAML file of hyperparameters overriding the "
                                                  "submission's defaults, e.g. --hparams hp.yaml.")]
+RunRulesetOpt = Annotated[Ruleset | None, typer.Option(
+    "--ruleset", show_default=False,
+    help=f"external, or self: AlgoPerf's self-tuning ruleset (an AlgoPerf file gets hyperparameters=None; "
+         f"the budget is {SELF_BUDGET_FACTOR:g}x). Default: what the file's place says (.../self_tuning/...), "
+         "else external.")]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps, e.g. --max-steps 100 (recorded "
                                                  "as an override).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(help="Global batch size, overriding the submission's "

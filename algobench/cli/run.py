@@ -26,6 +26,8 @@ from algobench.cli.options import (
     MaxStepsOpt,
     PrecisionOpt,
     ResultsDirOpt,
+    Ruleset,
+    RunRulesetOpt,
     SizeOpt,
     SlurmOpt,
     SubmissionOpt,
@@ -45,6 +47,7 @@ from algobench.cli.slurm import submit_run
 from algobench.display import TrialDisplay, outcome_panel
 from algobench.errors import UserError
 from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, TrialConfig
+from algobench.tuning import self_budget
 from workloads import WORKLOADS
 
 
@@ -54,6 +57,7 @@ def run(
     size: SizeOpt = "smoke",
     framework: FrameworkOpt = "torch",
     hparams: HparamsOpt = None,
+    ruleset: RunRulesetOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for model init, data order and the submission's rng.")] = 0,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -80,14 +84,16 @@ def run(
 
     Example: algobench run --workload gpt2 --submission adan --size smoke --seed 1
     """
-    from algobench.trial import (  # (torch: loaded when a trial runs, not for --help)
-        TrialInterrupted,
-        execute,
-    )
+    from algobench.trial import TrialInterrupted, execute  # (torch: loaded when a trial runs, not for --help)
 
     overrides = submission_lib.load_hparams_file(hparams) if hparams else {}
+    if ruleset is None:
+        ruleset = Ruleset(submission_lib.ruleset_of(submission_lib.resolve(submission)[1]) or "external")
+    if ruleset is Ruleset.self:  # AlgoPerf's self-tuning budget: a multiple of the external one
+        budget_s = self_budget(budget_s or WORKLOADS.get(workload).preset(size).budget_s)
     config = validated(TrialConfig, workload=workload, size=size, submission=submission, framework=framework,
-                       hparams=overrides, seed=seed, results_dir=results_dir, data_dir=data_dir,
+                       hparams=overrides, seed=seed, ruleset=ruleset.value, results_dir=results_dir,
+                       data_dir=data_dir,
                        options=run_options(device=device, precision=precision, compile=compile,
                                            max_steps=max_steps, batch_size=batch_size, budget_s=budget_s,
                                            eval_period_s=eval_period_s, eval_every_steps=eval_every_steps,
@@ -151,9 +157,7 @@ def fidelity(module) -> dict:
 def list_submissions(fmt: FormatOpt = Format.table) -> None:
     """Every built-in submission: form, paper, optimizer state in bytes per parameter (measured on the
     GPT-2 smoke model) and default hyperparameters. Example: algobench list submissions"""
-    from algobench.library import (
-        cached_state_bytes_per_param,  # (torch: builds the GPT-2 smoke model)
-    )
+    from algobench.library import cached_state_bytes_per_param  # (torch: builds the GPT-2 smoke model)
 
     rows = []
     with err_console.status("measuring optimizer state on the GPT-2 smoke model"):

@@ -88,9 +88,7 @@ def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, clock: ClockCho
                  seed: int, variant_rule: list[str] | None, allow_mixed_hardware: bool,
                  allow_mixed_frameworks: bool, allow_contended: bool,
                  allow_overrides: bool) -> ScoreOptions:
-    from scoring.pipeline import (
-        ScoreOptions,  # (pandas, matplotlib: when the command runs)
-    )
+    from scoring.pipeline import ScoreOptions  # (pandas, matplotlib: when the command runs)
 
     return ScoreOptions(
         ruleset=None if ruleset is None else ruleset.value, by=by.value, clock=clock.value,
@@ -102,10 +100,7 @@ def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, clock: ClockCho
 
 def run_scoring(results: list[Path] | None, table: Path | None, options: ScoreOptions, *,
                 with_evals: bool = False) -> Scored:
-    from scoring.pipeline import (  # (pandas, matplotlib: when the command runs)
-        score_results,
-        score_table,
-    )
+    from scoring.pipeline import score_results, score_table  # (pandas, matplotlib: when the command runs)
 
     if table is not None and results:
         raise UserError("give either RESULTS folders or --table, not both")
@@ -210,9 +205,7 @@ def leaderboard(results: ResultsArg = None, table: TableOpt = None, ruleset: Rul
                 allow_contended: ContendedOpt = False,
                 allow_overrides: OverridesOpt = False) -> None:
     """Leaderboard: rank, score with interval, per-workload time to target and ratio to best."""
-    from scoring.tables import (
-        leaderboard_table,  # (pandas, matplotlib: when the command runs)
-    )
+    from scoring.tables import leaderboard_table  # (pandas, matplotlib: when the command runs)
 
     options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
                            tau_points=tau_points, baseline=baseline, bootstrap=bootstrap,
@@ -233,9 +226,7 @@ def report(results: ResultsArg = None, out: OutOpt = Path("report.html"),
            allow_contended: ContendedOpt = False, allow_overrides: OverridesOpt = False) -> None:
     """One self-contained HTML report: leaderboard, budgets and settings, profiles, curves,
     per-workload tables, contended trials."""
-    from scoring.report import (
-        build_report,  # (pandas, matplotlib: when the command runs)
-    )
+    from scoring.report import build_report  # (pandas, matplotlib: when the command runs)
 
     check_out(out, allowed=("html", "htm"))
     options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
@@ -259,10 +250,7 @@ def plot_profile(results: ResultsArg = None, out: OutOpt = Path("profile.png"),
                  allow_contended: ContendedOpt = False,
                  allow_overrides: OverridesOpt = False) -> None:
     """Performance profiles rho(tau), with bootstrap bands (PNG, SVG or PDF by extension)."""
-    from scoring.plots import (  # (pandas, matplotlib: when the command runs)
-        FORMATS,
-        profile_figure,
-    )
+    from scoring.plots import FORMATS, profile_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
     options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
@@ -283,10 +271,7 @@ def plot_curves(results: ResultsArg = None, out: OutOpt = Path("curves.png"),
                 allow_contended: ContendedOpt = False,
                 allow_overrides: OverridesOpt = False) -> None:
     """Target metric against submission time: one subplot per workload, target as a line."""
-    from scoring.plots import (  # (pandas, matplotlib: when the command runs)
-        FORMATS,
-        curves_figure,
-    )
+    from scoring.plots import FORMATS, curves_figure  # (pandas, matplotlib: when the command runs)
 
     fmt = check_out(out, allowed=FORMATS)
     options = make_options(ruleset=ruleset, by=ByChoice.time, clock=clock, tau_max=4.0,
@@ -300,8 +285,6 @@ def plot_curves(results: ResultsArg = None, out: OutOpt = Path("curves.png"),
 
 
 def figure_data(figure, fmt: str) -> bytes:
-    from scoring.plots import (
-        figure_bytes,  # (pandas, matplotlib: when the command runs)
-    )
+    from scoring.plots import figure_bytes  # (pandas, matplotlib: when the command runs)
 
     return figure_bytes(figure, fmt=fmt, dpi=150)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +30,7 @@ from algobench.cli.options import (
     PrecisionOpt,
     ResultsArg,
     ResultsDirOpt,
+    Ruleset,
     SizeOpt,
     SlurmOpt,
     SubmissionOpt,
@@ -62,9 +62,6 @@ from algobench.tuning import DEFAULT_TRIALS, SELF_BUDGET_FACTOR
 from workloads import WORKLOADS
 
 
-class Ruleset(str, Enum):
-    external = "external"
-    self = "self"
 
 
 def tune(
