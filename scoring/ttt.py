@@ -44,10 +44,6 @@ def unrefined(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[reached & ~np.isfinite(trials["refined_time_to_target_s"].astype(float))]
 
 
-def workload_label(workload: str, size: str) -> str:
-    return f"{workload}/{size}"
-
-
 def trial_labels(trials: pd.DataFrame) -> pd.Series:
     """Each trial's workload label, `workload/size`."""
     return trials["workload"].astype(str) + "/" + trials["size"].astype(str)
