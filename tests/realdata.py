@@ -17,10 +17,15 @@ Every writer takes a folder and returns what `algobench data prepare --source` i
 from __future__ import annotations
 
 import bz2
+import contextlib
+import dataclasses
 import gzip
 import json
+import shutil
 import wave
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -120,9 +125,9 @@ def _speechlike(n_phones: int, phone_s: float, seed: int) -> np.ndarray:
     return (np.clip(wav, -1, 1) * 20_000).astype("<i2")
 
 
-def ljspeech(root: Path, *, clips: tuple[str, ...] = ("LJ001-0001", "LJ003-0001", "LJ004-0001", "LJ004-0002",
-                                                     "LJ005-0001", "LJ005-0002", "LJ006-0001", "LJ006-0002",
-                                                     "LJ007-0001", "LJ007-0002")) -> Path:
+def ljspeech(root: Path, *, train_clips: int = 8) -> Path:
+    """LJ001 is LJSpeech's test chapter, LJ003 its val chapter (FastSpeech 2's split); train: the rest."""
+    clips = ("LJ001-0001", "LJ003-0001", *(f"LJ{4 + i // 50:03d}-{1 + i % 50:04d}" for i in range(train_clips)))
     (root / "wavs").mkdir(parents=True, exist_ok=True)
     (root / "TextGrid" / "LJSpeech").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -150,17 +155,20 @@ SMILES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCCCC1N", "O=C(O)c1ccccc1
           "CC(C)Cc1ccc(C(C)C(=O)O)cc1", "c1ccncc1", "OCC(O)CO", "CCN(CC)CC", "C=CC#N")
 
 
-def molpcba(root: Path, *, tasks: int = 128) -> Path:
+def molpcba(root: Path, *, molecules: int = 12, tasks: int = 128) -> Path:
     (root / "mapping").mkdir(parents=True, exist_ok=True)
     (root / "split" / "scaffold").mkdir(parents=True, exist_ok=True)
     names = [f"PCBA-{1030 + t}" for t in range(tasks)]
     lines = [",".join([*names, "mol_id", "smiles"])]
-    for i, smiles in enumerate(SMILES):
+    for i in range(molecules):
+        smiles = SMILES[i % len(SMILES)]
         labels = ["" if RNG.random() < 0.3 else str(int(RNG.random() < 0.4)) for _ in range(tasks)]
         lines.append(",".join([*labels, f"mol{i}", smiles]))
     with gzip.open(root / "mapping" / "mol.csv.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
-    splits = {"train": range(0, 8), "valid": range(8, 10), "test": range(10, 12)}
+    n_eval = max(2, molecules // 6)
+    splits = {"train": range(0, molecules - 2 * n_eval), "valid": range(molecules - 2 * n_eval, molecules - n_eval),
+              "test": range(molecules - n_eval, molecules)}
     for name, rows in splits.items():
         with gzip.open(root / "split" / "scaffold" / f"{name}.csv.gz", "wt") as f:
             f.write("".join(f"{r}\n" for r in rows))
@@ -183,3 +191,70 @@ def wikipedia_dump(path: Path, *, articles: int = 60) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bz2.compress(xml.encode()))
     return path
+
+
+# --- a workload's data, prepared by `data prepare`'s code from the sources above -----------------
+
+def prepare(name: str, size: str, root: Path, *, examples: int = 8) -> Path:
+    """`algobench data prepare <name> --size <size> --source <generated>` with at least
+    `examples` training examples; returns the data folder. tts small synthesizes 4,000 clips with
+    espeak-ng into the LJSpeech layout and then builds the features as full does: here the
+    generated LJSpeech stands in for the synthesized corpus (prepared as full, then copied)."""
+    from workloads import WORKLOADS
+
+    spec, data_dir = WORKLOADS.get(name), root / "data"
+    if name == "gpt2":
+        spec.data.prepare(size, data_dir, shards=fineweb_shards(root / "fineweb10B"))
+    elif name == "vit":
+        spec.data.prepare(size, data_dir, source=imagenet_folders(root / "imagenet", per_class=-(-examples // 3) + 1),
+                          workers=1)
+    elif name == "bert":
+        spec.data.prepare(size, data_dir, source=wikipedia_dump(root / "enwiki-pages-articles.xml.bz2",
+                                                                articles=max(60, 2 * examples)))
+    elif name == "gnn":
+        spec.data.prepare(size, data_dir, source=molpcba(root / "pcba", molecules=max(12, 2 * examples)))
+    elif name == "detr":
+        spec.data.prepare(size, data_dir, source=coco_2017(root / "coco", train_images=max(4, examples)))
+    elif name == "tts":
+        spec.data.prepare("full", data_dir, source=ljspeech(root / "LJSpeech-1.1", train_clips=max(8, 4 * examples)))
+        if size == "small":
+            shutil.copytree(data_dir / "tts" / "full", data_dir / "tts" / "small")
+    else:
+        raise KeyError(f"no real-format generator for {name}")
+    assert spec.data.is_ready(size, data_dir)
+    return data_dir
+
+
+def small_eval(name: str, config):
+    """The preset's config with an evaluation the tiny data can hold (a few examples, batches of
+    1-2) and 2 loader workers; the model is untouched."""
+    base = name.split("_")[0]
+    if base == "gpt2":
+        return config.model_copy(update={"eval_tokens": config.model.block_size, "eval_batch_size": 1})
+    if base == "vit":
+        return config.model_copy(update={"eval_examples": 3, "eval_batch_size": 2, "loader_workers": 2})
+    if base == "bert":
+        return config.model_copy(update={"eval_rows": 4, "eval_batch_size": 2})
+    if base in ("gnn", "tts"):
+        return config.model_copy(update={"eval_batch_size": 2})
+    if base == "detr":
+        return config.model_copy(update={"data": config.data.model_copy(update={"eval_batch_size": 1,
+                                                                               "loader_workers": 2})})
+    raise KeyError(name)
+
+
+@contextlib.contextmanager
+def tiny_eval(name: str, size: str) -> Iterator[Any]:
+    """While open, the registry's `name` has `small_eval`'s config at `size`; yields that spec."""
+    from workloads import WORKLOADS
+
+    spec = WORKLOADS.get(name)
+    preset = spec.presets[size]
+    patched = dataclasses.replace(spec, presets={**spec.presets, size: preset.model_copy(
+        update={"config": small_eval(name, preset.config)})})
+    get = WORKLOADS.get
+    WORKLOADS.get = lambda n: patched if n == name else get(n)
+    try:
+        yield patched
+    finally:
+        del WORKLOADS.get  # back to the class's method
