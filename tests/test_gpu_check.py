@@ -22,6 +22,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
+    assert not [r for r in rows if "error" in r], [r["error"] for r in rows if "error" in r]
     small = {r["workload"] for r in rows if r["size"] == "small" and r["framework"] == "torch"}
     assert small == {"gpt2", "vit", "bert", "gnn", "tts", "detr"}
     gpt2 = next(r for r in rows if r["workload"] == "gpt2" and r["size"] == "full")
