@@ -34,6 +34,7 @@ import torch
 
 from algobench import checkpoint as ckpt
 from algobench import distributed
+from algobench import flops
 from algobench import submission as submission_lib
 from algobench.clock import Stopwatch
 from algobench.contention import Monitor
@@ -310,10 +311,27 @@ class _Trial:
                  "refine_evals": s.refine_evals}
         if refined is not None:
             extra["refined_steps_to_target"], extra["refined_time_to_target_s"] = refined
+        extra.update(self.flops())
         return Ended(status=status, reason=reason, steps=s.step, submission_time_s=self.clock.elapsed_s,
                      eval_time_s=s.eval_time_s, wall_time_s=time.perf_counter() - self.wall_start,
                      final_metrics=s.last_metrics, requeues=s.requeues,
                      compile_time_s=self.framework.compile_time_s(), extra=extra, **kwargs)
+
+    def flops(self) -> dict[str, float | None]:
+        """train_flops_per_step (the global batch), achieved_flops_per_s over submission time, and
+        MFU against the device's dense peak at the precision the matmuls ran in (None if unknown)."""
+        spec = WORKLOADS.get(self.config.workload)
+        cost = spec.cost(self.preset) if spec.cost is not None else None
+        backend = self.framework.describe()
+        device = str(backend["device"])  # torch: 'cuda:0', 'cpu'; jax: 'gpu x8', 'cpu x1'
+        on_cuda = device.startswith(("cuda", "gpu")) and torch.cuda.is_available()
+        name = torch.cuda.get_device_name(torch.device(device).index or 0 if device.startswith("cuda") else 0) \
+            if on_cuda else None
+        return flops.trial_flops(
+            train_flops_per_example=cost.train_flops_per_example if cost else None,
+            batch_size=self.started.batch_size, steps=self.state.step, submission_time_s=self.clock.elapsed_s,
+            device_name=name, precision=flops.matmul_precision(backend["precision"], "cuda" if on_cuda else "cpu"),
+            n_devices=self.dist.world_size)
 
     def suspend(self, path: Path) -> Suspended:
         """Rank 0 writes the checkpoint; every rank waits for it before stopping."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from algobench.specs import Preset, Target
 from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, WorkloadSpec
+from workloads.bert import cost as analytic_cost
 from workloads.bert import prepare as prep
 from workloads.bert.masking import SPECIAL_TOKENS, mask_rows
 from workloads.bert.model import BERT_BASE, Bert, BertConfig
@@ -224,4 +225,5 @@ for _variant in VARIANTS:
         presets={"smoke": smoke(_variant), "small": small(_variant), "full": full(_variant)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_variant.name),
+        cost=analytic_cost.cost,
     ))

@@ -19,6 +19,7 @@ from algobench.specs import Preset, Target
 from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, ParamKind, WorkloadSpec
 from workloads.detr import data
+from workloads.detr import cost as analytic_cost
 from workloads.detr import prepare as prep
 from workloads.detr.coco_eval import coco_map, detections, load_ground_truth
 from workloads.detr.loss import LossConfig, Targets, set_loss
@@ -203,4 +204,5 @@ for _name, _description in {
         presets={"smoke": smoke(_name), "small": small(_name), "full": full(_name)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_name),
+        cost=analytic_cost.cost,
     ))

@@ -21,6 +21,7 @@ from algobench.specs import Preset, Target
 from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, WorkloadSpec
 from workloads.gnn import data
+from workloads.gnn import cost as analytic_cost
 from workloads.gnn import prepare as prep
 from workloads.gnn.model import GNN, GNNConfig
 from workloads import WORKLOADS
@@ -214,6 +215,7 @@ for _name, _variant in VARIANTS.items():
         presets={"smoke": smoke(_name), "small": small(_name), "full": full(_name)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_name),
+        cost=analytic_cost.cost,
         loss_type="sigmoid_cross_entropy",  # 128 binary tasks
         algoperf_name=_variant.algoperf_name,
     ))

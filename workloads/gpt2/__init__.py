@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from algobench.specs import Preset, Target
 from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, WorkloadSpec
+from workloads.gpt2 import cost as analytic_cost
 from workloads.gpt2 import prepare as prep
 from workloads.gpt2.model import GPT, GPTConfig
 from workloads.gpt2.shards import TokenStream, eval_windows, find_shards, read_shard
@@ -133,6 +134,7 @@ WORKLOADS.register("gpt2", WorkloadSpec(
     presets={"smoke": smoke(), "small": small(), "full": full()},
     data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
     build_torch=build,
+    cost=analytic_cost.cost,
     build_jax=build_jax,
     algoperf_name="finewebedu_lm",
 ))

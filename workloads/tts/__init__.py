@@ -22,6 +22,7 @@ from algobench.specs import Preset, Target
 from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, WorkloadSpec
 from workloads.tts import data
+from workloads.tts import cost as analytic_cost
 from workloads.tts import prepare as prep
 from workloads.tts.features import load_stats, load_symbols
 from workloads.tts.model import FastSpeech2, FastSpeech2Config
@@ -210,5 +211,6 @@ for _v in VARIANTS:
         presets={"smoke": smoke(_v), "small": small(_v), "full": full(_v)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=builder(_v),
+        cost=analytic_cost.cost,
         loss_type=_v.loss_type,
     ))

@@ -21,6 +21,7 @@ from algobench.frameworks.torch import Batch, TorchWorkload
 from algobench.workload import DataSpec, WorkloadSpec
 from workloads.layers import EncoderConfig
 from workloads.vit import data
+from workloads.vit import cost as analytic_cost
 from workloads.vit import prepare as prep
 from workloads.vit.model import ViT, ViTConfig
 from workloads import WORKLOADS
@@ -219,6 +220,7 @@ for _variant in VARIANTS:
         presets={"smoke": smoke(_variant), "small": small(_variant), "full": full(_variant)},
         data=DataSpec(is_ready=prep.is_ready, prepare=prep.prepare),
         build_torch=_builder(_variant.name),
+        cost=analytic_cost.cost,
         build_jax=_jax_builder(_variant.name),
         algoperf_name=_variant.algoperf_name,
     ))
