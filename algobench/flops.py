@@ -113,6 +113,6 @@ def workload_costs(spec: Any) -> dict[str, dict[str, Any]]:
     for size, preset in spec.presets.items():
         cost = spec.cost(preset) if spec.cost is not None else None
         out[size] = {"n_params": cost.n_params if cost else None,
-                     "train_flops_per_example": cost.train_flops_per_example if cost else None,
+                     "train_flops_per_example": round(cost.train_flops_per_example) if cost else None,
                      "example": cost.example if cost else None}
     return out

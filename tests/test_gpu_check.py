@@ -17,14 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # gpt2 only: every part of the script (GPT-2 124M's micro-batch probe, a small preset, JAX vs torch,
+    # the table and the JSON); every other small preset's step runs in tests/test_real_tier.py.
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--steps", "2",
-                          "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+                          "--workloads", "gpt2", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert not [r for r in rows if "error" in r], [r["error"] for r in rows if "error" in r]
     small = {r["workload"] for r in rows if r["size"] == "small" and r["framework"] == "torch"}
-    assert small == {"gpt2", "vit", "bert", "gnn", "tts", "detr"}
+    assert small == {"gpt2"}
     gpt2 = next(r for r in rows if r["workload"] == "gpt2" and r["size"] == "full")
     assert gpt2["batch"] == 1 and gpt2["step_ms"] > 0 and gpt2["achieved_tflops"] > 0
     assert all(r["mfu"] is None for r in rows)  # no peak for a CPU

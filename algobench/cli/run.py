@@ -124,11 +124,17 @@ def run(
 
 def list_workloads(fmt: FormatOpt = Format.table) -> None:
     """Every workload and size with its target, budget and eval period. Example: algobench list workloads --format json"""
+    from algobench.flops import workload_costs  # (torch: counts parameters on the meta device)
+
     rows = []
     for name in WORKLOADS.names():
         spec = WORKLOADS.get(name)
+        costs = workload_costs(spec)
         for size, p in spec.presets.items():
             rows.append({"workload": name, "size": size, "target": p.target.model_dump(), "budget_s": p.budget_s,
+                         "n_params": costs[size]["n_params"],
+                         "train_flops_per_example": costs[size]["train_flops_per_example"],
+                         "flops_example": costs[size]["example"],
                          "eval_period_s": p.eval_period_s, "eval_period_steps": p.eval_period_steps,
                          "step_hint": p.step_hint, "batch_size": p.batch_size, "frameworks": list(spec.frameworks),
                          "algoperf_name": spec.algoperf_name, "how_target_was_set": p.how_target_was_set,
@@ -136,13 +142,17 @@ def list_workloads(fmt: FormatOpt = Format.table) -> None:
     if print_rows(rows, fmt):
         return
     table = Table(title="workloads")
-    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch", "frameworks"):
+    for col in ("workload", "size", "target", "budget", "eval every", "step hint", "batch", "params",
+                "train FLOPs/example", "frameworks"):
         table.add_column(col, overflow="fold")
     for r in rows:
         t = r["target"]
         every = f"{r['eval_period_steps']} steps" if r["eval_period_steps"] else f"{r['eval_period_s']:g} s"
         table.add_row(r["workload"], r["size"], f"{t['metric']} {'<=' if t['mode'] == 'min' else '>='} {t['value']:g}",
                       f"{r['budget_s']:g} s", every, str(r["step_hint"]), str(r["batch_size"]),
+                      "?" if r["n_params"] is None else f"{r['n_params'] / 1e6:.2f}M",
+                      "?" if r["train_flops_per_example"] is None else
+                      f"{r['train_flops_per_example']:.3g} / {r['flops_example']}",
                       ", ".join(r["frameworks"]))
     console.print(table)
 

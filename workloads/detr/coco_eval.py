@@ -28,7 +28,9 @@ def detections(logits: torch.Tensor, boxes: torch.Tensor, orig_sizes: torch.Tens
     ids = image_ids[:, None].expand_as(scores)
     out = torch.cat([ids[..., None].double(), xywh.double(), scores[..., None].double(),
                      labels[..., None].double()], -1).flatten(0, 1).cpu().numpy()
-    out[:, 6] = category_ids[out[:, 6].astype(np.int64)]
+    labels = out[:, 6].astype(np.int64)
+    out = out[labels < len(category_ids)]  # a class the annotations do not list cannot match: dropped
+    out[:, 6] = category_ids[labels[labels < len(category_ids)]]
     return out
 
 
