@@ -215,6 +215,21 @@ def contended_mark(scored: Scored, submission: str, workload: str) -> str:
     return f"\n[yellow]{CONTENDED} {n} contended trial(s)[/yellow]" if n else ""
 
 
+def leaderboard_rows(scored: Scored) -> list[dict]:
+    """The leaderboard as plain rows (for --format json/csv): each score column, then per workload
+    the time (s or steps; null: not reached) and the ratio to the best (null: past tau_max)."""
+    card = scored.card
+    rows = []
+    for row in card.scores.to_dict(orient="records"):
+        out = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for workload in card.times.columns:
+            time, ratio = float(card.times.at[row["submission"], workload]), float(card.ratios.at[row["submission"], workload])
+            out[f"{workload}_{'time_s' if card.unit == 's' else 'steps'}"] = time if np.isfinite(time) else None
+            out[f"{workload}_ratio"] = ratio if np.isfinite(ratio) else None
+        rows.append(out)
+    return rows
+
+
 def leaderboard_table(scored: Scored) -> Table:
     """rank, submission, score with interval, per workload: time to target and ratio to best."""
     card = scored.card

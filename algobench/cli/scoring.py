@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from algobench.cli.options import ResultsArg, results_roots
+from algobench.cli.options import Format, FormatOpt, ResultsArg, print_rows, results_roots
 from algobench.errors import UserError
 
 if TYPE_CHECKING:  # scoring pulls in pandas and matplotlib: imported when a command runs
@@ -203,9 +203,11 @@ def leaderboard(results: ResultsArg = None, table: TableOpt = None, ruleset: Rul
                 variant_rule: VariantOpt = None, allow_mixed_hardware: MixedHardwareOpt = False,
                 allow_mixed_frameworks: MixedFrameworksOpt = False,
                 allow_contended: ContendedOpt = False,
-                allow_overrides: OverridesOpt = False) -> None:
-    """Leaderboard: rank, score with interval, per-workload time to target and ratio to best."""
-    from scoring.tables import leaderboard_table  # (pandas, matplotlib: when the command runs)
+                allow_overrides: OverridesOpt = False, fmt: FormatOpt = Format.table) -> None:
+    """Leaderboard: rank, score with interval, per-workload time to target and ratio to best.
+
+    Example: algobench leaderboard results --format csv"""
+    from scoring.tables import leaderboard_rows, leaderboard_table  # (pandas: when the command runs)
 
     options = make_options(ruleset=ruleset, by=by, clock=clock, tau_max=tau_max,
                            tau_points=tau_points, baseline=baseline, bootstrap=bootstrap,
@@ -213,7 +215,9 @@ def leaderboard(results: ResultsArg = None, table: TableOpt = None, ruleset: Rul
                            allow_mixed_hardware=allow_mixed_hardware,
                            allow_mixed_frameworks=allow_mixed_frameworks,
                            allow_contended=allow_contended, allow_overrides=allow_overrides)
-    stdout_console().print(leaderboard_table(run_scoring(results, table, options)))
+    scored = run_scoring(results, table, options)
+    if not print_rows(leaderboard_rows(scored), fmt):
+        stdout_console().print(leaderboard_table(scored))
 
 
 def report(results: ResultsArg = None, out: OutOpt = Path("report.html"),
