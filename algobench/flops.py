@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model is built: `list workloads` starts without it
+    import torch
 
 Precision = str  # "bf16", "tf32" or "fp32": what the matmuls run in
 
@@ -31,6 +32,8 @@ class ModelCost:
 
 def n_params(build: Callable[[], torch.nn.Module]) -> int:
     """Parameters of the model `build()` makes, built on the meta device (no memory, no init)."""
+    import torch
+
     with torch.device("meta"):
         model = build()
     return sum(p.numel() for p in model.parameters())
@@ -88,6 +91,8 @@ def matmul_precision(backend_precision: str, device_type: str) -> Precision:
     unless TF32 was turned off (`--precision fp32`)."""
     if backend_precision == "bf16":
         return "bf16"
+    import torch
+
     if device_type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "fp32"

@@ -46,6 +46,7 @@ from algobench.cli.options import (
 from algobench.cli.slurm import submit_run
 from algobench.display import TrialDisplay, outcome_panel
 from algobench.errors import UserError
+from algobench.flops import workload_costs
 from algobench.specs import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, TrialConfig
 from algobench.tuning import self_budget
 from workloads import WORKLOADS
@@ -124,8 +125,6 @@ def run(
 
 def list_workloads(fmt: FormatOpt = Format.table) -> None:
     """Every workload and size with its target, budget and eval period. Example: algobench list workloads --format json"""
-    from algobench.flops import workload_costs  # (torch: counts parameters on the meta device)
-
     rows = []
     for name in WORKLOADS.names():
         spec = WORKLOADS.get(name)
