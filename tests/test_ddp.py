@@ -14,6 +14,7 @@ import pytest
 # whole batch up to float32 summation order. Measured: relative differences < 1e-7 in val and test
 # loss after 40 AdamW steps (gpt2 smoke, batch 8); allowed: 1e-5.
 DDP_RTOL = 1e-5
+pytestmark = pytest.mark.xdist_group("exclusive")  # 2 processes each: not beside other multi-process tests
 
 
 ALGOPERF = Path(__file__).parent / "algoperf_submissions"

@@ -214,6 +214,7 @@ def test_resumed_jax_trial_ends_with_the_uninterrupted_eval_history(data_dir, tm
     assert resumed["requeues"] == 1 and resumed["final_metrics"] == reference["final_metrics"]
 
 
+@pytest.mark.xdist_group("exclusive")
 def test_data_parallel_over_two_devices_matches_one(data_dir, tmp_path):
     """The batch split over 2 (forced host) devices: the same losses as on one device."""
     script = textwrap.dedent(f"""

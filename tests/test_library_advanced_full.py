@@ -298,6 +298,7 @@ def run_ranked(name: str, rank: int, world: int) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", ["sophia_g", "mkor"])
+@pytest.mark.xdist_group("exclusive")
 def test_ddp_ranks_stay_identical(tmp_path: Path, name: str):
     """Under DDP the ranks must take identical steps: Sophia averages g_hat (torch.autograd.grad
     bypasses DDP), MKOR averages its rank-1 vectors and window losses. MKOR on 2 ranks equals one

@@ -185,6 +185,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("mode", ["plain", "ddp"])
+@pytest.mark.xdist_group("exclusive")
 def test_two_processes_all_reduce_the_compressed_momentum(tmp_path: Path, mode: str):
     """Warmup on averaged gradients, then local momenta through the 1-bit all-reduce: with the
     optimizer's own collectives, and on a DDP model whose gradient all-reduce it switches off."""

@@ -26,7 +26,7 @@ from algobench.slurm.jobs import slurm_states
 from algobench.specs import RunOptions, TrialConfig
 from tests.helpers import cli
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("exclusive")]  # one cluster, one worker
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_ADAMW = '''
 import time

@@ -105,6 +105,7 @@ def busy_loops(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
+@pytest.mark.xdist_group("exclusive")
 def test_a_trial_beside_busy_processes_is_contended_and_one_alone_is_not(data_dir, tmp_path, one_thread):
     cores = contention.cpu_count()
     busy = busy_loops(cores, seconds=90)
@@ -125,6 +126,7 @@ def test_a_trial_beside_busy_processes_is_contended_and_one_alone_is_not(data_di
     assert alone["contention"]["contended"] is False, alone["contention"]
 
 
+@pytest.mark.xdist_group("exclusive")
 def test_run_queue_counts_other_threads():
     before = contention.runnable_threads()
     busy = busy_loops(2, seconds=30)
