@@ -82,7 +82,7 @@ def smoke(variant: Variant = VARIANTS[0]) -> Preset:
                                              activation="gelu", norm_eps=1e-12))
     return Preset(
         target=Target(metric="val_accuracy", value=variant.smoke_target, mode="max"),
-        budget_s=120, eval_period_s=3, eval_period_steps=50, step_hint=2000, batch_size=32, log_every_steps=10,
+        budget_s=120, eval_period_s=3, eval_period_steps=100, step_hint=2000, batch_size=32, log_every_steps=10,
         how_target_was_set=f"{variant.smoke_how}; {SMOKE_TIMING}",
         config=BertSettings(model=variant.model(model), seq_len=prep.SEQ_LEN["smoke"], max_predictions=10,
                             eval_rows=512, eval_batch_size=256),

@@ -33,7 +33,7 @@ class Gpt2Config(BaseModel):
 def smoke() -> Preset:
     return Preset(
         target=Target(metric="val_loss", value=3.8, mode="min"),
-        budget_s=120, eval_period_s=3, eval_period_steps=25, step_hint=800, batch_size=16,
+        budget_s=120, eval_period_s=3, eval_period_steps=50, step_hint=800, batch_size=16,
         log_every_steps=10,
         how_target_was_set="AdamW baseline (submissions/adamw.py defaults, seed 1) on 2 CPU cores: "
                            "val_loss 3.8 after ~400 steps, ~24 s of submission time; budget ~5x that",
