@@ -20,7 +20,10 @@ def test_readme_has_the_two_quickstart_lines_ci_runs():
     assert line1.endswith("algobench run --workload gpt2 --submission adan")
     assert "python3 -m pytest" in line2 and "npm" not in line2  # Debian's npm conflicts with the image's nodejs
     run = (ROOT / ".ci" / "run").read_text()
-    assert ".ci/quickstart.py README.md" in run and 'bash -euo pipefail -c "${lines[$i]}"' in run
+    assert ".ci/quickstart.py README.md" in run and 'bash -euo pipefail -c "${lines[0]}"' in run
+    test_command = next(line.split("=", 1)[1].strip('"') for line in run.splitlines()
+                        if line.startswith("TEST_COMMAND="))
+    assert line2.endswith(f" && {test_command}") and "\n$TEST_COMMAND\n" in run  # CI runs line 2's own test command
 
 
 def test_quickstart_reader_refuses_a_block_without_two_lines(tmp_path):
