@@ -53,6 +53,7 @@ NON_NEGATIVE = Range(0.0)
 DECAY = Range(0.0, 1.0, hi_open=True)  # an exponential-average coefficient: beta, momentum
 FRACTION = Range(0.0, 1.0)
 COUNT = Range(1, integer=True)
+UNLISTED = Range()  # a name without a declared range: any finite number
 
 RANGES: dict[str, Range] = {
     "learning_rate": POSITIVE, "adam_learning_rate": POSITIVE, "state_free_lr_scale": POSITIVE,
@@ -77,14 +78,9 @@ def check(values: Mapping[str, Any], *, source: str, extra: Mapping[str, Range] 
     """Raise a UserError for the first value outside its declared range."""
     ranges = {**RANGES, **(extra or {})}
     for name, value in values.items():
-        if isinstance(value, (bool, str)) or callable(value):  # options, names and schedules
-            continue
-        rule = ranges.get(name)
-        if rule is None:
-            if value is None or (isinstance(value, (int, float)) and math.isfinite(value)):
-                continue
-            if not isinstance(value, (int, float)):
-                continue  # lists, mappings: the submission's own business
-            rule = Range()
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number and (name not in ranges or isinstance(value, (bool, str)) or callable(value)):
+            continue  # options, names, schedules, lists: the submission's own business
+        rule = ranges.get(name, UNLISTED)
         if not rule.contains(value):
             raise UserError(f"{source}: {name} must be {rule}, got {value!r}")

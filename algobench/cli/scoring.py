@@ -14,17 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from algobench.cli.options import Format, FormatOpt, ResultsArg, print_rows, results_roots
+from algobench.cli.options import Format, FormatOpt, ResultsArg, Ruleset, print_rows, results_roots
 from algobench.errors import UserError
 
 if TYPE_CHECKING:  # scoring pulls in pandas and matplotlib: imported when a command runs
     from scoring.pipeline import Scored, ScoreOptions
 
-
-
-class RulesetChoice(str, Enum):
-    external = "external"
-    self = "self"
 
 
 class ByChoice(str, Enum):
@@ -48,7 +43,7 @@ class OutputFormat(str, Enum):
 TableOpt = Annotated[Path | None, typer.Option(
     "--table", help="Score a published time-to-target CSV instead: a `submission` column and "
     "one column of seconds per workload (inf or empty = failed; optional `budget_s` row).")]
-RulesetOpt = Annotated[RulesetChoice | None, typer.Option(
+RulesetOpt = Annotated[Ruleset | None, typer.Option(
     "--ruleset", help="Which trials to score (default: the ruleset the trials share).")]
 ByOpt = Annotated[ByChoice, typer.Option("--by", help="Time to target in seconds or steps.")]
 TauOpt = Annotated[float, typer.Option("--tau-max", help="Ratios above this count as failures "
@@ -83,7 +78,7 @@ MixedFrameworksOpt = Annotated[bool, typer.Option(
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
 
 
-def make_options(*, ruleset: RulesetChoice | None, by: ByChoice, clock: ClockChoice,
+def make_options(*, ruleset: Ruleset | None, by: ByChoice, clock: ClockChoice,
                  tau_max: float, tau_points: int | None, baseline: str | None, bootstrap: int,
                  seed: int, variant_rule: list[str] | None, allow_mixed_hardware: bool,
                  allow_mixed_frameworks: bool, allow_contended: bool,

@@ -62,8 +62,6 @@ from algobench.tuning import DEFAULT_TRIALS, SELF_BUDGET_FACTOR
 from workloads import WORKLOADS
 
 
-
-
 def tune(
     workload: WorkloadOpt,
     submission: SubmissionOpt,

@@ -131,7 +131,7 @@ def _until_accounted(submitted: Sequence[Submitted], *, on_state: Callable[[str]
     """submitit calls a job done once its result file is written; SLURM's accounting says so a little
     later (the job is COMPLETING). Wait until `sacct` (or `squeue`) shows every job terminal, so
     that `algobench jobs` right after agrees (up to `limit_s`; debug jobs have no SLURM state)."""
-    ids = [str(s.job.job_id) for s in submitted if type(s.job).__name__ != "DebugJob"]
+    ids = [str(s.job.job_id) for s in submitted if not isinstance(s.job, submitit.DebugJob)]
     deadline = time.monotonic() + limit_s
     while ids and time.monotonic() < deadline:
         states = job_records.slurm_states(ids)
