@@ -280,8 +280,9 @@ def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
 
 @pytest.mark.slow
 def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
-    """AdamW's defaults (seed 1) reach the smoke target (0.15) at step 700 (README); steps, not
-    seconds, decide, so a loaded machine gives the same answer."""
+    """AdamW's defaults (seed 1, one thread) reach the smoke target (0.15) at the eval of step 800,
+    refined to step 708 (README); steps, not seconds, decide, so a loaded machine gives the same
+    answer. The curve is flat there (0.1499 at step 700), so the refined step is the one to pin."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
@@ -289,5 +290,5 @@ def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
                       options=RunOptions(device="cpu", max_steps=800, budget_s=100_000))
     evals, end = run(cfg)
     assert end.status == "reached", (end.reason, [e.metrics["val_accuracy"] for e in evals])
-    assert end.steps_to_target <= 750
+    assert end.steps_to_target <= 800 and 650 <= end.extra["refined_steps_to_target"] <= 750, end.extra
     assert evals[-1].metrics["val_accuracy"] >= WORKLOADS.get("bert").presets["smoke"].target.value

@@ -58,8 +58,9 @@ class Variant:
 
 VARIANTS = (
     Variant("bert", "BERT (post-LN, GELU)", smoke_target=0.15,
-            smoke_how="AdamW's defaults (seed 1) reach val_accuracy 0.15 at step 700 (~20-35 s), NAdamW's at 650, "
-                      "Adan's at 450; the curve is flat there (AdamW 0.142 at 400, 0.156 at 900, 0.159 at 1,400), "
+            smoke_how="AdamW's defaults (seed 1, one thread) reach val_accuracy 0.15 at step 700-750 "
+                      "(0.1499 at 700; the eval of step 800 with evals every 100 steps, refined to step 708; ~20-35 s), "
+                      "NAdamW's at 650, Adan's at 450 (evals every 50 steps); the curve is flat there (AdamW 0.142 at 400, 0.156 at 900, 0.159 at 1,400), "
                       "so small changes move steps a lot. The decoder bias starts at the log unigram prior (with "
                       "a zero bias Adan's defaults stayed at the unigram accuracy: see unigram_log_prior)"),
     Variant("bert_pre_ln", "BERT with pre-LN blocks", pre_ln=True, smoke_target=0.15,
@@ -67,7 +68,8 @@ VARIANTS = (
     Variant("bert_relu", "BERT with ReLU MLPs", activation="relu", smoke_target=0.145,
             smoke_how="AdamW's defaults (seed 1) reach val_accuracy 0.145 at step 550 (0.1435 at 450)"),
 )
-SMOKE_TIMING = ("evals every 50 steps; an untrained model scores ~0.067 (always the most frequent token: "
+SMOKE_TIMING = ("the preset evals every 100 steps (the steps above were found with evals every 50, "
+                "the bisection of the refined crossing finds them between evals); an untrained model scores ~0.067 (always the most frequent token: "
                 "0.0705); a step costs ~49 ms of CPU on one core (gpt2 smoke ~105 ms, measured alike), ~28 ms on 2 idle "
                 "cores (estimated with gpt2's ratio); budget 120 s")
 
