@@ -16,11 +16,17 @@ top round(density * d) singular vectors of the gradient on its shorter side (P(g
 or U_r U_r^T g), Adam state of shape r x d. Embeddings, norms, biases and the head are always
 state-full (plain AdamW, as the paper and its `prepare_proj_params` do), with the same lr.
 
-Conventions from the authors' code (proj_optimizer_templates.py, adamw.py): decoupled decay on
-every parameter, eps after sqrt, bias correction restarted at each rotation, the state of the
-matrices that leave the subspace is freed. Deliberate differences: "random" order draws from a
-generator seeded by (seed, rotation) instead of the global RNG, so runs and resumes are
-reproducible; ranks are at least 1.
+Conventions from the authors' code (frugal/proj_optimizer_templates.py, frugal/adamw.py and
+frugal/galore_projector.py; compared step for step in tests/test_reference_frugal.py): decoupled decay
+lr * wd on every tensor of a group, state-full or state-free, before its update; eps after sqrt;
+rotations at steps 0, T, 2T, ... that restart the bias correction and free the state of the
+matrices that leave the subspace; blocks taken in the order of the group's tensors, the descending
+order starting from the last; "svd" projects on the right (g V_r^T V_r) when rows >= cols, else on
+the left, with the rank and the block count rounded as Python's round(). Deliberate differences
+(DIFFERENCES): "random" order draws from a generator seeded by (seed, rotation) instead of the
+global RNG, so runs and resumes are reproducible; ranks and block counts are at least 1; step counts
+are the group's, not each tensor's; the SVD runs in float32 or the parameters' wider dtype (the
+authors' always in float32); conv filters are flattened to (out, in * kh * kw) for "svd".
 
 Defaults: the paper's scripts use lr 1e-3 for both parts (`inactive_lr_scale` 1.0). At this
 workload's lr of 3e-3 the signSGD part was too coarse (GPT-2 smoke, 200 steps: val_loss 4.26 with
@@ -36,15 +42,35 @@ from submissions._matrix import adamw_step, as_matrix, split_groups
 
 PAPER = "FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training (Zmushko et al., 2024)"
 
-REFERENCE = ("Zmushko et al., FRUGAL: the authors' code (frugal/proj_optimizer_templates.py and frugal/adamw.py "
-             "of their repository) was not compared line by line; the paper's Algorithm 1")
-EQUAL_UNDER = ("not compared with the authors' code; tests/test_library_advanced.py checks the paper's Algorithm "
-               "1 (block and svd projections) written out independently in numpy")
-REFERENCE_TEST = ""
+REFERENCE = ("Zmushko et al., FRUGAL (github.com/philip-zmushko/FRUGAL, read from its copy hungquangbui02022003/FRUGAL): "
+             "frugal/proj_optimizer_templates.py (ProjOptimizer.step, BlockOptimizer, GaloreOptimizer; commit 6d7bf46), "
+             "frugal/adamw.py (AdamW._compute_update, BlockAdamW, GaloreAdamW) and frugal/galore_projector.py "
+             "(GaLoreProjector, proj_side='std', proj_type='svd'; commit 08f5142)")
+EQUAL_UNDER = ("float64 (the authors' float32 SVD cast replaced by float64), 100 steps at a constant lr, a rotation every"
+               " 10 steps, proj_params_lr_scale 1, inactive_update_rule 'sign_sgd', reset_statistics on, "
+               "state-free lr scale 0.1 and 1.0, 'block' in the orders descending, ascending and random (the "
+               "authors' global RNG reseeded with the submission's per-rotation seed) with a conv filter as a block,"
+               " 'svd' on tall, wide and square matrices, weight decay on, a None gradient in an AdamW group of its "
+               "own; tested in tests/test_reference_frugal.py (and the paper's Algorithm 1 in "
+               "tests/test_library_advanced.py)")
+REFERENCE_TEST = "tests/test_reference_frugal.py::test_frugal_equals_the_authors_frugal_adamw"
 DIFFERENCES = [  # every deliberate difference from REFERENCE, with its reason
-    ("The random block order draws from a generator seeded by (seed, rotation) instead of the global RNG, so runs"
-     " and resumes are reproducible."),
-    "Ranks (svd) and block counts are at least 1.",
+    ("The random block order draws from a generator seeded by (seed, rotation) instead of the global RNG "
+     "(BlockOptimizer._update_states: torch.randperm), so runs and resumes are reproducible."),
+    "Ranks (svd) and block counts are at least 1; the authors' round(n * density) may be 0.",
+    ("Step counts (bias correction, rotation timing) are the group's; the authors' are per tensor and the rotation is "
+     "due when the group's first tensor's count is a multiple of update_gap. Equal while every matrix has a gradient "
+     "at every step (the authors' svd rotation reads every matrix's gradient and fails on None)."),
+    ("The SVD runs in float32 or in the parameters' dtype if wider; the authors' GaLoreProjector casts to float32 "
+     "(`.float()`) for any other dtype. Equal for float32, bfloat16 and float16 parameters."),
+    ("'svd' flattens a conv filter to (out, in * kh * kw); the authors project only nn.Linear weights "
+     "(prepare_proj_params), and their GaLoreProjector is written for 2-D gradients."),
+    ("Only proj_params_lr_scale = 1, inactive_update_rule = 'sign_sgd', reset_statistics = True and "
+     "proj_side = 'std' are offered (the paper's pre-training settings); not the 'mirror' order, Lion/SGD as "
+     "the state-full part, or the coordinate (RandK) projection."),
+    ("make_optimizer splits the hidden weight matrices (every 2-D+ WEIGHT but the head) and exempts biases and norms "
+     "from weight decay (submissions/_matrix.py split_groups); the authors split the nn.Linear weights of attention "
+     "and MLP modules and pass one weight_decay to every parameter."),
     ("The state-free (signSGD) part's lr is 0.1x the Adam part's by default (state_free_lr_scale = 0.1); the "
      "authors' default inactive_lr_scale is 1.0."),
 ]
