@@ -191,12 +191,30 @@ class GnnWorkload(TorchWorkload):
 
 def mean_average_precision(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """OGB's `Evaluator('ogbg-molpcba')`: average precision per task over its present (non-NaN)
-    labels, averaged over the tasks that have both a positive and a negative label."""
-    from ogb.graphproppred import Evaluator
+    labels, averaged over the tasks that have both a positive and a negative label.
 
-    evaluator = Evaluator("ogbg-molpcba")
-    evaluator.num_tasks = y_true.shape[1]  # the smoke data's task count need not be 128
-    return float(evaluator.eval({"y_true": y_true, "y_pred": y_pred})["ap"])
+    OGB's `_eval_ap` calls sklearn's `average_precision_score` once per task, and sklearn's input
+    checks cost ~0.8 ms a call: a third of a smoke eval. This runs the same arithmetic in the same
+    order (sklearn's `_binary_clf_curve`, `precision_recall_curve` and step integral), so it gives
+    OGB's number to the last bit (tests/test_gnn.py compares it with OGB's evaluator)."""
+    aps = []
+    for task in range(y_true.shape[1]):
+        labels = y_true[:, task]
+        present = labels == labels
+        labels, scores = labels[present], y_pred[present, task]
+        if not ((labels == 1).any() and (labels == 0).any()):
+            continue
+        order = np.argsort(scores, kind="mergesort")[::-1]
+        scores, labels = scores[order], labels[order] == 1
+        thresholds = np.r_[np.flatnonzero(np.diff(scores)), labels.size - 1]
+        tps = np.cumsum(labels, dtype=np.float64)[thresholds]
+        fps = 1 + thresholds - tps
+        precision = np.r_[(tps / (tps + fps))[::-1], 1.0]
+        recall = np.r_[(tps / tps[-1])[::-1], 0.0]
+        aps.append(float(max(0.0, -np.sum(np.diff(recall) * precision[:-1]))))
+    if not aps:
+        raise ValueError("no task has both a positive and a negative label: average precision is undefined")
+    return sum(aps) / len(aps)
 
 
 # --- registration ------------------------------------------------------------------------------
