@@ -1,6 +1,6 @@
 """The GPU check: the real tier's speed on one device, in one run of under 8 minutes.
 
-    python benchmarks/gpu_check.py [--device auto] [--steps 30] [--out gpu_check.json]
+    python benchmarks/gpu_check.py [--device auto] [--steps 30] [--warmup 3] [--out gpu_check.json]
                                    [--workloads gpt2 vit bert gnn tts detr] [--budget-s 450]
 
 1. Per workload at small size, `--steps` steps at the preset's batch in bf16 (on a GPU), with
@@ -13,9 +13,10 @@
 
 Data are generated in their real formats (tests/realdata.py) and prepared by `data prepare`'s
 code, so the check needs no data set and no network. Steps run through the submission's full
-AlgoPerf form, as benchmarks/jax_vs_torch.py does; the first 3 steps (compilation, allocator)
-are not timed. Prints one table and writes it as JSON. On a CPU, `--device cpu --steps 2` is a
-dry run (batch 2, no torch.compile, GPT-2 at micro-batch 1) that the tests run.
+AlgoPerf form, as benchmarks/jax_vs_torch.py does; the first `--warmup` steps (compilation,
+allocator) are not timed. Prints one table and writes it as JSON. On a CPU, `--device cpu
+--steps 1 --warmup 0` is a dry run (batch 2, no torch.compile, GPT-2 at micro-batch 1) that the
+tests run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from jax_vs_torch import Stepper  # noqa: E402
 from tests import realdata  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402
 
-WARMUP_STEPS = 3
 GPT2_MICRO_BATCHES = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 # The preset's eval set, in examples, for the eval share (None: not known here)
 EVAL_EXAMPLES = {"vit": 50_000, "gnn": 43_793, "detr": 5_000, "tts": None}  # ImageNet val, molpcba val, COCO val
@@ -71,7 +71,7 @@ def prepared(name: str, size: str, root: Path, *, examples: int) -> Path:
 
 
 def measure(name: str, size: str, *, device: str, framework: str = "torch", compile: bool, steps: int,
-            batch_size: int | None, root: Path, precision: str) -> dict:
+            warmup: int, batch_size: int | None, root: Path, precision: str) -> dict:
     """One row: `steps` timed steps after the warm-up, and one eval of the tiny eval set."""
     preset = WORKLOADS.get(name).presets[size]
     batch = batch_size or preset.batch_size
@@ -87,7 +87,8 @@ def measure(name: str, size: str, *, device: str, framework: str = "torch", comp
         stepper = Stepper(cfg)
         stepper.batches = stepper.workload.train_batches(seed=0, batch_size=batch)  # Stepper takes the preset's
         start = time.perf_counter()
-        stepper.run(WARMUP_STEPS)
+        if warmup:
+            stepper.run(warmup)
         row["warmup_s"] = time.perf_counter() - start
         step_s = stepper.run(steps)
         precision_used = flops.matmul_precision(stepper.framework.describe()["precision"], dev_type)
@@ -117,17 +118,17 @@ def _eval_count(workload) -> int:
     return sum(int(next(v for k, v in b.items() if torch.is_tensor(v)).shape[0]) for b in workload.eval_batches("val"))
 
 
-def gpt2_largest_micro_batch(*, device: str, steps: int, root: Path, precision: str, candidates) -> dict:
+def gpt2_largest_micro_batch(*, device: str, steps: int, warmup: int, root: Path, precision: str, candidates) -> dict:
     """GPT-2 124M at the largest micro-batch (sequences of 1,024) that fits: probed eagerly (2
     steps each, largest first), then measured with torch.compile on a GPU."""
     on_gpu = device_info(device)[0] == "cuda"
     for batch in candidates:
         try:
             if on_gpu and batch != candidates[-1]:
-                measure("gpt2", "full", device=device, compile=False, steps=2, batch_size=batch, root=root,
-                        precision=precision)
-            row = measure("gpt2", "full", device=device, compile=on_gpu, steps=steps, batch_size=batch, root=root,
-                          precision=precision)
+                measure("gpt2", "full", device=device, compile=False, steps=2, warmup=1, batch_size=batch,
+                        root=root, precision=precision)
+            row = measure("gpt2", "full", device=device, compile=on_gpu, steps=steps, warmup=warmup, batch_size=batch,
+                          root=root, precision=precision)
             row["note"] = "largest micro-batch that fits"
             return row
         except torch.OutOfMemoryError:
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     ap.add_argument("--workloads", nargs="+", default=["gpt2", "vit", "bert", "gnn", "tts", "detr"])
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--budget-s", type=float, default=450.0, help="parts not started by then are skipped")
@@ -186,11 +188,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             root = Path(tmp)
             try:
                 if kind == "gpt2_max":
-                    row = gpt2_largest_micro_batch(device=args.device, steps=args.steps, root=root,
+                    row = gpt2_largest_micro_batch(device=args.device, steps=args.steps, warmup=args.warmup, root=root,
                                                    precision=precision, candidates=GPT2_MICRO_BATCHES if on_gpu else (1,))
                 else:
                     row = measure(name, "small", device=args.device, framework=framework, compile=compile,
-                                  steps=args.steps, batch_size=batch, root=root, precision=precision)
+                                  steps=args.steps, warmup=args.warmup, batch_size=batch, root=root,
+                                  precision=precision)
             except Exception as err:  # one failing part must not cost the others their device time
                 row = {"workload": name, "size": "full" if kind == "gpt2_max" else "small", "framework": framework,
                        "compile": compile, "error": f"{type(err).__name__}: {err}"[:500],

@@ -19,9 +19,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # gpt2 only: every part of the script (GPT-2 124M's micro-batch probe, a small preset, JAX vs torch,
     # the table and the JSON); every other small preset's step runs in tests/test_real_tier.py.
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--steps", "2",
-                          "--workloads", "gpt2", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path,
-                         env=env, timeout=900)
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--steps", "1",
+                          "--warmup", "0", "--workloads", "gpt2", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = result["rows"]
