@@ -280,9 +280,10 @@ def test_every_variant_trains_a_few_steps_at_smoke_size(name, data_dir):
 
 @pytest.mark.slow
 def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
-    """AdamW's defaults (seed 1, one thread) reach the smoke target (0.15) at the eval of step 800,
-    refined to step 708 (README); steps, not seconds, decide, so a loaded machine gives the same
-    answer. The curve is flat there (0.1499 at step 700), so the refined step is the one to pin."""
+    """AdamW's defaults (seed 1, one thread) reach the smoke target (0.15) at the preset's eval of
+    step 750, refined to step 630 (README); steps, not seconds, decide, so a loaded machine gives
+    the same answer. The curve is flat there (0.1498 at step 450), so another CPU's rounding may
+    cross earlier: the bound is one-sided."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
@@ -290,5 +291,23 @@ def test_adamw_reaches_the_bert_smoke_target(data_dir, one_thread):
                       options=RunOptions(device="cpu", max_steps=800, budget_s=100_000))
     evals, end = run(cfg)
     assert end.status == "reached", (end.reason, [e.metrics["val_accuracy"] for e in evals])
-    assert end.steps_to_target <= 800 and 650 <= end.extra["refined_steps_to_target"] <= 750, end.extra
+    assert end.steps_to_target <= 750 and end.extra["refined_steps_to_target"] <= 700, end.extra
     assert evals[-1].metrics["val_accuracy"] >= WORKLOADS.get("bert").presets["smoke"].target.value
+
+
+def test_the_vocabulary_is_the_same_in_every_process():
+    """`tokenizers`' WordPiece trainer seeds a hash map anew in each process and breaks ties by the
+    ids it hands out in that map's order (huggingface/tokenizers#1794): three processes gave three
+    vocabularies, and a smoke trial's curve changed with each `data prepare`. Now they agree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import hashlib, json; from workloads.gpt2.prepare import bible_text, chapters; "
+              "from workloads.bert.prepare import train_wordpiece; docs = chapters(bible_text())[:300]; "
+              "tok = train_wordpiece(lambda: iter(docs), 1500); "
+              "print(hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest())")
+    root = Path(__file__).resolve().parents[1]
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              cwd=root).stdout.strip() for _ in range(3)}
+    assert len(digests) == 1, digests

@@ -94,18 +94,36 @@ def pack_document(sents: list[list[int]], *, seq_len: int, rng: np.random.Genera
 
 # --- the WordPiece vocabulary ----------------------------------------------------------------
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int):
-    """An uncased WordPiece tokenizer (BERT's normaliser and pre-tokenizer) trained on `texts`;
-    the special tokens get ids 0..4 (masking.SPECIAL_TOKENS)."""
+def train_wordpiece(texts: Callable[[], Iterable[str]], vocab_size: int):
+    """An uncased WordPiece tokenizer (BERT's normaliser and pre-tokenizer) trained on the texts
+    `texts()` yields; the special tokens get ids 0..4 (masking.SPECIAL_TOKENS).
+
+    The same texts give the same vocabulary in every process: `tokenizers`' trainer (0.23) creates
+    the continuing-subword tokens ("##e") in the order of a hash map that is seeded anew in each
+    process, and breaks ties between merges of equal count by token id, so the vocabulary (and a
+    smoke trial's curve) changed from one `data prepare` to the next (huggingface/tokenizers#1794).
+    A first pass over the texts finds their characters, and every "##" + character is registered,
+    in sorted order, before training; the tokenizer is then rebuilt from the vocabulary with only
+    the real special tokens."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+    def bert_tokenizer(vocab: dict[str, int] | None = None) -> Tokenizer:
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]") if vocab else models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return tok
+
+    tok = bert_tokenizer()
+    chars: set[str] = set()
+    for text in texts():
+        chars.update(tok.normalizer.normalize_str(text))
+    continuing = ["##" + c for c in sorted(chars) if not c.isspace()]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS) + continuing,
                                         show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(texts(), trainer=trainer)
+    tok = bert_tokenizer(tok.get_vocab())
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
     return tok
 
@@ -207,17 +225,21 @@ def prepare(size: str, data_dir: Path, *, source: Path | None = None, shards: Pa
 
 
 def _tokenize_and_pack(make_docs: Callable[[], Iterable[str]], out: Path, *, size: str) -> dict:
-    """Two passes over the documents: the vocabulary learns from the train documents among the
-    first TOKENIZER_DOCS, then every document is tokenized and packed."""
+    """Three passes over the documents: the vocabulary's two over the train documents among the
+    first TOKENIZER_DOCS (their characters, then training), then every document is tokenized and
+    packed."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     every = HELD_OUT_EVERY[size]
     with Progress(SpinnerColumn(), TextColumn("{task.description}: {task.completed:,.0f} documents"),
                   TimeElapsedColumn(), transient=True) as progress:
-        task = progress.add_task("bert: training the vocabulary", total=None)
-        first = islice(make_docs(), TOKENIZER_DOCS)
-        tok = train_wordpiece(_counted((d for i, d in enumerate(first) if split_of(i, every) == "train"),
-                                       lambda: progress.advance(task)), VOCAB[size])
+        task = progress.add_task("bert: training the vocabulary (2 passes)", total=None)
+
+        def vocab_docs() -> Iterator[str]:
+            docs = (d for i, d in enumerate(islice(make_docs(), TOKENIZER_DOCS)) if split_of(i, every) == "train")
+            return _counted(docs, lambda: progress.advance(task))
+
+        tok = train_wordpiece(vocab_docs, VOCAB[size])
         task = progress.add_task("bert: tokenizing and packing", total=None)
         counts = write_rows(make_docs(), out, tok, seq_len=SEQ_LEN[size], every=every,
                             on_docs=lambda n: progress.advance(task, n))
