@@ -58,7 +58,7 @@ def smoke(variant: str = "gnn") -> Preset:
         target=Target(metric="val_map", value=v.smoke_target, mode="max"),
         budget_s=120, eval_period_s=5, eval_period_steps=100, step_hint=2000, batch_size=128,
         log_every_steps=25, how_target_was_set=v.smoke_how,
-        config=GnnConfig(model=SMOKE_MODEL.model_copy(update=v.smoke_model), eval_batch_size=1024),
+        config=GnnConfig(model=SMOKE_MODEL.model_copy(update=v.smoke_model), eval_batch_size=256),
     )
 
 
