@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from filelock import FileLock
+
 from algobench.errors import UserError
 from algobench.specs import Preset, TrialConfig
 
@@ -90,7 +92,12 @@ def ensure_data(spec: WorkloadSpec, size: str, data_dir: Path) -> None:
     if size not in spec.data.auto_prepare_sizes:
         raise UserError(f"data for {spec.name} ({size}) is not prepared in {data_dir}; run: "
                         f"algobench data prepare {spec.name} --size {size} --data-dir {data_dir}")
-    spec.data.prepare(size, data_dir)
+    # Processes that start together (tune --jobs N, an array job, test workers) prepare it once:
+    # the first one under the lock, the others find it ready when they get the lock.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(data_dir / f".prepare-{size}.lock"):
+        if not spec.data.is_ready(size, data_dir):
+            spec.data.prepare(size, data_dir)
 
 
 def ensure_trial_data(spec: WorkloadSpec, config: TrialConfig) -> None:

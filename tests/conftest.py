@@ -1,9 +1,10 @@
-"""Shared fixtures: the GPT-2 smoke data is prepared once per test session."""
+"""Shared fixtures: the smoke data is prepared once per test session, JAX programs compiled once."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,19 +12,48 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each, or they spin
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+else:  # the main process (xdist's controller, or a run without -n): the workers inherit this
+    # JAX compiles a program once per test session, not once per test: the same train step
+    # (gpt2 smoke, AdamW) is compiled by a dozen tests and their subprocesses. The cache is the
+    # session's own, so no earlier run's programs (or their timings) carry over.
+    _JAX_CACHE = tempfile.mkdtemp(prefix="algobench-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="also run the tests marked long (e.g. JAX's vit smoke target, ~3 min)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long: run with --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_unconfigure(config):
+    if not os.environ.get("PYTEST_XDIST_WORKER") and "_JAX_CACHE" in globals():
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """A data folder with the GPT-2 smoke shards (built from Debian's bible-kjv)."""
+    """The session's smoke data folder, shared by the xdist workers: each workload's smoke data is
+    prepared once (`ensure_smoke`, under a lock), not once per worker. It holds the GPT-2 smoke
+    shards (built from Debian's bible-kjv) from the start."""
     if shutil.which("bible") is None:
         pytest.fail("Debian's bible-kjv is needed for the GPT-2 smoke data: apt-get install bible-kjv")
-    from workloads.gpt2.prepare import prepare
+    # getbasetemp() is the worker's own folder under the session's; its parent is the session's
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "data"
+    from tests.helpers import ensure_smoke
 
-    root = tmp_path_factory.mktemp("data")
-    prepare("smoke", root)
+    ensure_smoke("gpt2", root)
     return root
 
 

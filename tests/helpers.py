@@ -10,6 +10,8 @@ from algobench import submission as submission_lib
 from algobench.events import Ended, Evaluated
 from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
+from algobench.workload import ensure_data
+from workloads import WORKLOADS
 
 
 def config(data_dir: Path, submission: str = "adamw", **options) -> TrialConfig:
@@ -18,6 +20,12 @@ def config(data_dir: Path, submission: str = "adamw", **options) -> TrialConfig:
     options.setdefault("budget_s", 100_000)  # steps, not seconds, end these runs: a loaded machine stays reproducible
     return TrialConfig(workload="gpt2", size="smoke", submission=submission, seed=options.pop("seed", 0),
                        hparams=options.pop("hparams", {}), data_dir=data_dir, options=RunOptions(**options))
+
+
+def ensure_smoke(name: str, data_dir: Path) -> None:
+    """`name`'s smoke data in `data_dir` (the session's shared `data_dir` fixture): prepared by
+    whichever test, in whichever xdist worker, asks first; the others wait for it (a file lock)."""
+    ensure_data(WORKLOADS.get(name), "smoke", data_dir)
 
 
 def run(cfg: TrialConfig) -> tuple[list[Evaluated], Ended]:

@@ -14,7 +14,7 @@ from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
 from algobench.frameworks.torch import TorchBackend, TorchFramework
 from workloads import WORKLOADS
-from tests.helpers import cli
+from tests.helpers import cli, ensure_smoke
 
 HERE = Path(__file__).parent / "algoperf_submissions"
 
@@ -120,8 +120,7 @@ def test_every_algoperf_family_has_a_counterpart_here():
 def test_algoperf_file_runs_unmodified_on_every_workload_with_a_counterpart(name, data_dir, tmp_path):
     """The baseline-style file and its search space, as they are, on gpt2, vit and gnn: trials land in results/ like native ones, and the loss type is AlgoPerf's."""
     spec = WORKLOADS.get(name)
-    if not spec.data.is_ready("smoke", data_dir):
-        spec.data.prepare("smoke", data_dir)
+    ensure_smoke(spec.name, data_dir)
     res = cli("run", "-w", name, "-s", str(HERE / "baseline_style.py"), "--hparams",
               str(HERE / "tuning_search_space.json"), "--max-steps", "3", "--eval-every-steps", "3",
               "--batch-size", "8", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "res"), cwd=tmp_path)

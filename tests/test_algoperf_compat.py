@@ -23,7 +23,7 @@ from algobench.events import Evaluated, TrainLog
 from algobench.runner import run_trial
 from algobench.specs import RunOptions, TrialConfig
 from algobench.tuning import SELF_BUDGET_FACTOR
-from tests.helpers import cli
+from tests.helpers import cli, ensure_smoke
 from workloads import WORKLOADS
 
 HERE = Path(__file__).parent / "algoperf_submissions"
@@ -59,21 +59,24 @@ def losses(events) -> list[float]:
 
 
 def ready(name: str, data_dir: Path) -> None:
-    spec = WORKLOADS.get(name)
-    if not spec.data.is_ready("smoke", data_dir):
-        spec.data.prepare("smoke", data_dir)
+    ensure_smoke(name, data_dir)
 
 
 # --- the three published-style files -------------------------------------------------------------
 
-def test_self_tuning_file_with_a_namedtuple_hparams_gets_none_and_reaches_the_target(data_dir):
+def test_self_tuning_file_with_a_namedtuple_hparams_gets_none_and_reaches_the_target(data_dir, monkeypatch):
     """Defects 1 and 4: HPARAMS = namedtuple(...)(**HPARAMS) loads; under the self-tuning ruleset the
-    file is handed hyperparameters=None, uses its own, and reaches the gpt2 smoke target."""
-    sub, events, end = run(trial(data_dir, HERE / "self_tuning_style.py", ruleset="self", max_steps=800,
+    file is handed hyperparameters=None, uses its own, and reaches a target through the AlgoPerf
+    path. The target is eased to val_loss 4.5 (its own hyperparameters reach it at step 100, 4.44;
+    4.62 at 75): the real gpt2 smoke target takes ~500 steps, which the quickstart test runs."""
+    spec = WORKLOADS.get("gpt2")
+    easy = spec.presets["smoke"].target.model_copy(update={"value": 4.5})
+    monkeypatch.setitem(spec.presets, "smoke", spec.presets["smoke"].model_copy(update={"target": easy}))
+    sub, events, end = run(trial(data_dir, HERE / "self_tuning_style.py", ruleset="self", max_steps=200,
                                  eval_period_steps=25))
     assert sub.defaults["learning_rate"] == 0.003  # the namedtuple's fields are the recorded defaults
     assert sub.module.SEEN["hyperparameters"][-1] is None
-    assert end.status == "reached", (end.reason, end.final_metrics, end.traceback)
+    assert end.status == "reached" and end.steps_to_target <= 125, (end.reason, end.final_metrics, end.traceback)
     logged = losses(events)
     assert logged[-1] < logged[0] - 1.0  # the training loss is captured, and falls
 

@@ -54,11 +54,11 @@ def test_smoke_eval_map_is_ogbs_evaluator_on_the_model_predictions(data_dir):
     from ogb.graphproppred import Evaluator
 
     from algobench.frameworks.torch import TorchBackend
+    from tests.helpers import ensure_smoke
     from workloads import WORKLOADS
 
     spec = WORKLOADS.get("gnn")
-    if not spec.data.is_ready("smoke", data_dir):
-        spec.data.prepare("smoke", data_dir)
+    ensure_smoke(spec.name, data_dir)
     w = spec.build_torch(preset=spec.presets["smoke"], size="smoke", data_dir=data_dir,
                          backend=TorchBackend.choose("cpu", "fp32"))
     model = w.build_model().eval()

@@ -15,7 +15,7 @@ import torch
 from algobench.errors import UserError
 from algobench.frameworks.torch import TorchBackend
 from workloads import WORKLOADS
-from tests.helpers import run
+from tests.helpers import ensure_smoke, run
 from workloads.tts import audio, data
 from workloads.tts import prepare as prep
 from workloads.tts.espeak import espeak
@@ -28,8 +28,7 @@ CPU = TorchBackend.choose("cpu")
 
 @pytest.fixture(scope="module")
 def tts_dir(data_dir) -> Path:
-    if not prep.is_ready("smoke", data_dir):
-        prep.prepare("smoke", data_dir)
+    ensure_smoke("tts", data_dir)
     return prep.data_dir_for(data_dir, "smoke")
 
 

@@ -159,8 +159,8 @@ def _mid_way(folders: list[Path], proc: subprocess.Popen, timeout_s: float = 300
 
 def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     env = wandb_env(tmp_path)
-    args = ("tune", "-w", "gpt2", "-s", "adan", "--trials", "3", "--jobs", "2", "--max-steps", "30",
-            "--eval-every-steps", "3", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"))
+    args = ("tune", "-w", "gpt2", "-s", "adan", "--trials", "3", "--jobs", "2", "--max-steps", "20",
+            "--eval-every-steps", "2", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"))
     command = [sys.executable, "-c", "from algobench.cli import main; main()", *args]
     folders = [tmp_path / "results" / "gpt2" / "smoke" / "adan" / f"study1-trial{i}" for i in (1, 2, 3)]
 
@@ -195,7 +195,7 @@ def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     final = summaries(tmp_path / "results")
     assert sorted(final) == [f.name for f in folders]
     assert all(final[name] == summary for name, summary in first.items())  # none ran twice
-    assert final[victim.name]["steps"] == 30
+    assert final[victim.name]["steps"] == 20
 
 
 def test_self_tuning_study_in_one_process(tmp_path, data_dir):
