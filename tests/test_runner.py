@@ -32,10 +32,10 @@ ADAMW_BASE = """
 
 
 def test_same_seed_gives_identical_eval_history(data_dir):
-    first, _ = run(config(data_dir, "adan", seed=1, max_steps=40))
-    second, _ = run(config(data_dir, "adan", seed=1, max_steps=40))
+    first, _ = run(config(data_dir, "adan", seed=1, max_steps=20))
+    second, _ = run(config(data_dir, "adan", seed=1, max_steps=20))
     assert [(e.step, e.metrics) for e in first] == [(e.step, e.metrics) for e in second]
-    other, _ = run(config(data_dir, "adan", seed=2, max_steps=40))
+    other, _ = run(config(data_dir, "adan", seed=2, max_steps=20))
     assert [e.metrics for e in other] != [e.metrics for e in first]
 
 

@@ -111,7 +111,7 @@ def test_a_trial_beside_busy_processes_is_contended_and_one_alone_is_not(data_di
     busy = busy_loops(cores, seconds=90)
     try:
         time.sleep(1.0)
-        loaded, _ = execute(gpt2(data_dir, tmp_path, max_steps=40, eval_period_steps=10))
+        loaded, _ = execute(gpt2(data_dir, tmp_path, max_steps=20, eval_period_steps=5))
     finally:
         for proc in busy:
             proc.kill()
@@ -122,7 +122,7 @@ def test_a_trial_beside_busy_processes_is_contended_and_one_alone_is_not(data_di
     if os.environ.get("ALGOBENCH_SHARED_MACHINE"):
         pytest.skip("ALGOBENCH_SHARED_MACHINE: other work runs here, an idle trial cannot be had")
     time.sleep(2.0)
-    alone, _ = execute(gpt2(data_dir, tmp_path, max_steps=40, eval_period_steps=10))
+    alone, _ = execute(gpt2(data_dir, tmp_path, max_steps=20, eval_period_steps=5))
     assert alone["contention"]["contended"] is False, alone["contention"]
 
 
