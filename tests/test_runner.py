@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 import time
 
 import pytest
@@ -154,3 +155,46 @@ def test_full_form_gets_algoperf_arguments(data_dir, tmp_path):
     assert all(s[1] == "int32" and s[2] == (2,) and s[3] == 8 for s in seen)
     assert [s[4] for s in seen] == [0, 0, 0, 1, 1, 1]
     assert seen[0][6] == {"weight", "bias", "norm", "embedding"}
+
+
+PREPARE_COUNTING = """
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from algobench.workload import ensure_data
+from workloads import WORKLOADS
+
+spec = WORKLOADS.get("vit")
+prepare = spec.data.prepare
+
+
+def counted(size, data_dir, **options):
+    with open(sys.argv[2], "a") as log:
+        log.write("prepared\\n")
+    time.sleep(3)  # longer than the processes' start-up spread: without the lock, all three get here
+    return prepare(size, data_dir, **options)
+
+
+spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, prepare=counted))
+ensure_data(spec, "smoke", Path(sys.argv[1]))
+print(spec.data.is_ready("smoke", Path(sys.argv[1])))
+"""
+
+
+def test_processes_that_start_together_prepare_the_smoke_data_once(tmp_path):
+    """Three processes ask for vit's smoke data in one empty folder at once (as `tune --jobs 3`
+    or an array job does): one prepares it under the lock, the others find it ready."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ensure.py"
+    script.write_text(PREPARE_COUNTING)
+    log = tmp_path / "prepared.log"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "data"), str(log)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["True"] * 3
+    assert log.read_text().splitlines() == ["prepared"]
