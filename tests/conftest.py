@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+_JAX_CACHE: str | None = None  # the session's JAX compilation cache, made by the main process
 if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one thread each, or they spin
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -37,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    if not os.environ.get("PYTEST_XDIST_WORKER") and "_JAX_CACHE" in globals():
+    if _JAX_CACHE is not None:  # the main process's own: the workers never set it
         shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 

@@ -58,10 +58,6 @@ def losses(events) -> list[float]:
     return [e.loss for e in events if isinstance(e, TrainLog)]
 
 
-def ready(name: str, data_dir: Path) -> None:
-    ensure_smoke(name, data_dir)
-
-
 # --- the three published-style files -------------------------------------------------------------
 
 def test_self_tuning_file_with_a_namedtuple_hparams_gets_none_and_reaches_the_target(data_dir, monkeypatch):
@@ -180,7 +176,7 @@ def test_probe_sees_algoperf_train_state_and_eval_results_keys(data_dir):
 def test_gnn_label_mask_is_algoperf_weights(data_dir):
     """Defect 3: on gnn, batch['weights'] is the label mask, so loss_fn's n_valid_examples is the
     number of present labels; the target metric is AlgoPerf's mean_average_precision."""
-    ready("gnn", data_dir)
+    ensure_smoke("gnn", data_dir)
     sub, events, end = run(trial(data_dir, HERE / "probe.py", workload="gnn", max_steps=3, eval_period_steps=2,
                                  batch_size=64, device="cpu"))
     assert end.reason == "max steps", end.traceback
@@ -201,7 +197,7 @@ def test_every_counterpart_batch_has_algoperf_keys_and_maps_back(name, data_dir)
     from algobench.algoperf.workload_view import AlgoPerfWorkload, base_name
     from algobench.frameworks.torch import TorchBackend, TorchFramework
 
-    ready(name, data_dir)
+    ensure_smoke(name, data_dir)
     spec = WORKLOADS.get(name)
     cfg = TrialConfig(workload=name, size="smoke", submission="adamw", data_dir=data_dir)
     wl = TorchFramework(TorchBackend.choose("cpu")).prepare(cfg, spec, spec.preset("smoke"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
-from pathlib import Path
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,9 +187,6 @@ print(spec.data.is_ready("smoke", Path(sys.argv[1])))
 def test_processes_that_start_together_prepare_the_smoke_data_once(tmp_path):
     """Three processes ask for vit's smoke data in one empty folder at once (as `tune --jobs 3`
     or an array job does): one prepares it under the lock, the others find it ready."""
-    import subprocess
-    import sys
-
     script = tmp_path / "ensure.py"
     script.write_text(PREPARE_COUNTING)
     log = tmp_path / "prepared.log"
