@@ -32,11 +32,35 @@ class ModelCost:
 
 def n_params(build: Callable[[], torch.nn.Module]) -> int:
     """Parameters of the model `build()` makes, built on the meta device (no memory, no init)."""
-    import torch
+    return sum(p.numel() for p in on_meta(build).parameters())
 
-    with torch.device("meta"):
-        model = build()
-    return sum(p.numel() for p in model.parameters())
+
+# In-place initialisers (these and torch.nn.init's): on a meta tensor they compute nothing, yet
+# each runs torch's Python reference implementation (2 s for a process's first `normal_`).
+_INIT_METHODS = ("normal_", "uniform_", "fill_", "zero_", "copy_", "bernoulli_", "exponential_",
+                 "geometric_", "log_normal_", "cauchy_", "random_", "clamp_", "mul_", "add_", "div_",
+                 "sub_", "erfinv_", "orthogonal_")
+
+
+def on_meta(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The model `build()` makes, on the meta device: shapes and names only, with no memory and
+    the initialisers skipped (they would only burn time on tensors that hold no values)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    skipped = {getattr(torch.Tensor, name) for name in _INIT_METHODS if hasattr(torch.Tensor, name)}
+
+    class SkipInit(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init's pass it by name
+            initialiser = func in skipped or getattr(func, "__module__", None) == "torch.nn.init"
+            if initialiser and isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+            return func(*args, **kwargs)
+
+    with torch.device("meta"), SkipInit():
+        return build()
 
 
 # --- dense peak throughput per GPU model and precision, FLOP/s (no structured sparsity) -------

@@ -25,7 +25,7 @@ else:  # the main process (xdist's controller, or a run without -n): the workers
 
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
-                     help="also run the tests marked long (e.g. JAX's vit smoke target, ~3 min)")
+                     help="also run the tests marked long (JAX's gpt2 and vit smoke targets, ~5 min)")
 
 
 def pytest_collection_modifyitems(config, items):

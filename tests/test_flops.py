@@ -13,6 +13,7 @@ from algobench import flops
 from algobench.layout import read_summary
 from algobench.specs import RunOptions, TrialConfig
 from algobench.trial import execute
+from tests.helpers import ensure_smoke
 from workloads import WORKLOADS
 
 B = 2  # examples per counted step
@@ -160,6 +161,37 @@ REFERENCES = [
 @pytest.mark.parametrize(("name", "reference", "source"), REFERENCES)
 def test_full_model_is_within_one_percent_of_its_reference(name, reference, source):
     assert _full_params(name) == pytest.approx(reference, rel=0.01), source
+
+
+@pytest.mark.parametrize("name", WORKLOADS.names())
+def test_a_model_on_meta_has_the_cpu_models_parameters_and_skips_their_init(name, data_dir):
+    """`on_meta`: the same parameter names and shapes as a CPU build, none holding memory, and no
+    initialiser run (each would run torch's Python reference on a tensor without values). A mode
+    pushed first sits under on_meta's own and sees every call on_meta lets through."""
+    from torch.overrides import TorchFunctionMode
+
+    from algobench.frameworks.torch import TorchBackend
+
+    class Seen(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.names.append(f"{getattr(func, '__module__', '')}.{getattr(func, '__name__', func)}")
+            return func(*args, **(kwargs or {}))
+
+    spec = WORKLOADS.get(name)
+    ensure_smoke(spec.name, data_dir)  # bert's vocabulary and tts's feature stats size their models
+    workload = spec.build_torch(preset=spec.presets["smoke"], size="smoke", data_dir=data_dir,
+                                backend=TorchBackend.choose("cpu", "fp32", "off"))
+    cpu = {n: p.shape for n, p in workload.build_model().named_parameters()}
+    with Seen() as seen:
+        meta = flops.on_meta(workload.build_model)
+    assert {n: p.shape for n, p in meta.named_parameters()} == cpu
+    assert all(p.is_meta for p in meta.parameters())
+    inits = [n for n in seen.names if n.startswith("torch.nn.init.") or n.endswith(("normal_", "uniform_"))]
+    assert seen.names and not inits, inits[:5]
 
 
 def test_workload_costs_gives_every_size():

@@ -26,8 +26,11 @@ SIZES = ("small", "full")
 BATCH = {("gpt2", "full"): 1, ("detr", "full"): 1}  # the rest: 2
 
 
+# gpt2's two presets are stepped and evaluated by tests/test_gpu_check.py's dry run of
+# benchmarks/gpu_check.py (the same framework, workload and submission code, its GPT-2 124M step
+# the slowest here: 33 s), which asserts what this test does of them.
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", BASES)
+@pytest.mark.parametrize("name", [name for name in BASES if name != "gpt2"])
 def test_preset_takes_a_training_step_and_an_eval_on_cpu(name, size, tmp_path):
     data_dir = realdata.prepare(name, size, tmp_path)
     preset = WORKLOADS.get(name).presets[size]

@@ -34,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from algobench import checkpoint as ckpt
 from algobench.distributed import Dist
 from algobench.errors import UserError
+from algobench.flops import on_meta
 from algobench.frameworks.base import PresetAttributes
 from algobench.frameworks.torch import TorchBackend, TorchWorkload
 from algobench.specs import Preset, RunOptions, TrialConfig
@@ -144,8 +145,7 @@ class JaxWorkload(PresetAttributes):
     # --- shared machinery ----------------------------------------------------------------
     def init_model(self, seed: int) -> Params:
         """Parameters from `seed`, replicated over the devices; kinds from the torch model's names."""
-        with torch.device("meta"):  # names and kinds only: no memory, no init
-            self.param_types = self.data.param_kinds(self.data.build_model())
+        self.param_types = self.data.param_kinds(on_meta(self.data.build_model))  # names and kinds only
         self.data.param_types = self.param_types
         params = self.init_params(jax.random.key(seed))
         if set(params) != set(self.param_types):
