@@ -35,12 +35,12 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     gpt2 = next(r for r in rows if r["workload"] == "gpt2" and r["size"] == "full")
     assert gpt2["batch"] == 1 and gpt2["step_ms"] > 0 and gpt2["achieved_tflops"] > 0
     # what tests/test_real_tier.py asserts of the other presets, for gpt2's two (which it leaves to this run)
+    spec = WORKLOADS.get("gpt2")
     for row in (r for r in rows if r["workload"] == "gpt2" and r["framework"] == "torch"):
         metrics = row["eval_metrics"]
         assert set(metrics) == {"loss"} and math.isfinite(metrics["loss"]), row  # the val split's
-        preset = WORKLOADS.get("gpt2").presets[row["size"]]
-        assert row["achieved_tflops"] * 1e12 == pytest.approx(
-            WORKLOADS.get("gpt2").cost(preset).train_flops_per_example * row["batch"] / (row["step_ms"] / 1e3))
+        per_example = spec.cost(spec.presets[row["size"]]).train_flops_per_example
+        assert row["achieved_tflops"] * 1e12 == pytest.approx(per_example * row["batch"] / (row["step_ms"] / 1e3))
     assert all(r["mfu"] is None for r in rows)  # no peak for a CPU
     assert all(r["step_ms"] > 0 and r["examples_per_s"] > 0 for r in rows)
     assert "workload | size | framework" in res.stdout and result["skipped"] in ([], ["jax vs torch: jax is not installed"])
