@@ -173,8 +173,14 @@ WORKER = textwrap.dedent('''
     mod = submission_lib.load("onebit_adam").module
     rank = dist.get_rank()
     params = run_ddp(mod, rank) if sys.argv[2] == "ddp" else run_onebit(mod, worker=rank)[0]
-    json.dump({k: p.detach().tolist() for k, p in params.items()}, open(sys.argv[1], "w"))
+    with open(sys.argv[1], "w") as f:
+        json.dump({k: p.detach().tolist() for k, p in params.items()}, f)
+    dist.barrier()
     dist.destroy_process_group()
+    # About 1 pair in 20 (under pytest; none in 50 outside it) died after this point, in the
+    # interpreter's exit: "terminate called without an active exception" from a thread torch's gloo
+    # backend left behind. The results are written and the group is gone: skip the finalization.
+    os._exit(0)
 ''')
 
 

@@ -30,8 +30,21 @@ def algobench(*args: str, env: dict, cwd: Path, timeout: float = 600) -> subproc
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
-def summaries(results: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in results.glob("gpt2/smoke/adan/*/summary.json")}
+def summaries(results: Path, submission: str = "adan") -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in results.glob(f"gpt2/smoke/{submission}/*/summary.json")}
+
+
+# Adan with a step that also sleeps 0.1 s (CPU-free): a trial is caught mid-way, and signalled
+# there, on an idle machine too (20 plain steps are over in about a second).
+SLOW_ADAN = '''
+import time
+from submissions.adan import HPARAMS, PAPER, SEARCH_SPACE, make_optimizer
+from submissions.adan import lr_schedule as adan_schedule
+
+def lr_schedule(*, step, step_hint, hparams):
+    time.sleep(0.1)
+    return adan_schedule(step=step, step_hint=step_hint, hparams=hparams)
+'''
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +172,12 @@ def _mid_way(folders: list[Path], proc: subprocess.Popen, timeout_s: float = 300
 
 def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     env = wandb_env(tmp_path)
-    args = ("tune", "-w", "gpt2", "-s", "adan", "--trials", "3", "--jobs", "2", "--max-steps", "20",
-            "--eval-every-steps", "2", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"))
+    (tmp_path / "slow_adan.py").write_text(SLOW_ADAN)
+    args = ("tune", "-w", "gpt2", "-s", str(tmp_path / "slow_adan.py"), "--trials", "3", "--jobs", "2",
+            "--max-steps", "20", "--eval-every-steps", "2", "--data-dir", str(data_dir),
+            "--results-dir", str(tmp_path / "results"))
     command = [sys.executable, "-c", "from algobench.cli import main; main()", *args]
-    folders = [tmp_path / "results" / "gpt2" / "smoke" / "adan" / f"study1-trial{i}" for i in (1, 2, 3)]
+    folders = [tmp_path / "results" / "gpt2" / "smoke" / "slow_adan" / f"study1-trial{i}" for i in (1, 2, 3)]
 
     # 1. one worker is killed mid-way: the others finish, the study says what did not
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -173,7 +188,7 @@ def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     assert proc.returncode == 1, out + err
     assert f"{victim.name} did not finish (killed by signal 9)" in " ".join(out.split())
     assert "1 trial(s) did not finish" in " ".join(err.split())
-    first = summaries(tmp_path / "results")
+    first = summaries(tmp_path / "results", "slow_adan")
     assert sorted(first) == sorted(f.name for f in folders if f != victim)
 
     # 2. the re-run redoes it and is interrupted (Ctrl-C) mid-way: the trial stays unfinished
@@ -192,7 +207,7 @@ def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     out = " ".join(res.stdout.split())
     assert "skipping 2 finished trial(s)" in out
     assert f"redoing 1 unfinished trial(s) (their folders are removed): {victim.name}" in out
-    final = summaries(tmp_path / "results")
+    final = summaries(tmp_path / "results", "slow_adan")
     assert sorted(final) == [f.name for f in folders]
     assert all(final[name] == summary for name, summary in first.items())  # none ran twice
     assert final[victim.name]["steps"] == 20
