@@ -34,8 +34,8 @@ def summaries(results: Path, submission: str = "adan") -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in results.glob(f"gpt2/smoke/{submission}/*/summary.json")}
 
 
-# Adan with a step that also sleeps 0.1 s (CPU-free): a trial is caught mid-way, and signalled
-# there, on an idle machine too (20 plain steps are over in about a second).
+# Adan with a step that also sleeps 0.1 s (CPU-free): the trial caught mid-way is still running
+# when the signal lands, on a fast idle machine too (20 plain steps take about a second there).
 SLOW_ADAN = '''
 import time
 from submissions.adan import HPARAMS, PAPER, SEARCH_SPACE, make_optimizer
@@ -174,9 +174,12 @@ def test_resume_after_a_killed_trial_and_after_ctrl_c(tmp_path, data_dir):
     env = wandb_env(tmp_path)
     (tmp_path / "slow_adan.py").write_text(SLOW_ADAN)
     args = ("tune", "-w", "gpt2", "-s", str(tmp_path / "slow_adan.py"), "--trials", "3", "--jobs", "2",
-            "--max-steps", "20", "--eval-every-steps", "2", "--data-dir", str(data_dir),
+            "--max-steps", "20", "--eval-every-steps", "5", "--data-dir", str(data_dir),
             "--results-dir", str(tmp_path / "results"))
-    command = [sys.executable, "-c", "from algobench.cli import main; main()", *args]
+    # Ctrl-C's SIGINT reaches a process whose SIGINT is not ignored: a suite started in the background
+    # by a script (`pytest ... &`) hands its processes SIGINT ignored, and tune then ran to the end.
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from algobench.cli import main; main()"
+    command = [sys.executable, "-c", code, *args]
     folders = [tmp_path / "results" / "gpt2" / "smoke" / "slow_adan" / f"study1-trial{i}" for i in (1, 2, 3)]
 
     # 1. one worker is killed mid-way: the others finish, the study says what did not
