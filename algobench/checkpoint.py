@@ -225,6 +225,12 @@ class CountingIterator:
         self.drawn += 1
         return item
 
+    def close(self) -> None:
+        """Close the batch generator now: its DataLoader's worker processes stop with it."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+
 
 class SuspendOnSignal:
     """Turns a signal (SLURM's USR2 before preemption or the time limit) into a request that the

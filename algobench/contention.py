@@ -82,6 +82,8 @@ class Monitor:
         return self
 
     def stop(self) -> None:
+        if self._stop.is_set():  # stopped already (the trial's end, then run_trial's finally)
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

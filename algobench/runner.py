@@ -102,10 +102,19 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
     `suspend()` turns true (checked between steps) it saves its full state there, yields
     `Suspended` and stops. `dist` is this process's rank in data-parallel training."""
     t = _setup(config, submission, checkpoint, dist)
+    try:
+        yield from _loop(t, checkpoint, suspend, dist)
+    finally:
+        # Now, not when the garbage collector gets to the trial (its clock's sync closes over it): a
+        # loader's workers would prefetch on, and stop (up to 5 s each) inside the next trial's clock.
+        t.batches.close()
+        t.monitor.stop()
+
+
+def _loop(t: _Trial, checkpoint: Path | None, suspend: Callable[[], bool] | None, dist: Dist) -> Iterator[Event]:
     yield t.started
     if t.setup_failure:  # the submission's init_optimizer_state raised: a failed trial, recorded
         yield t.ended(t.setup_failure)
-        t.monitor.stop()
         return
     can_suspend = checkpoint is not None and suspend is not None
     t.clock.resume()
@@ -132,7 +141,6 @@ def run_trial(config: TrialConfig, submission: submission_lib.Submission | None 
             break
         t.clock.resume()
     yield t.ended(failure) if failure else end
-    t.monitor.stop()
     if checkpoint is not None and dist.is_main:  # the trial is over: its checkpoint is not needed
         checkpoint.unlink(missing_ok=True)
 

@@ -65,6 +65,7 @@ def reference(data_dir, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.xdist_group("checkpoint_reference")  # the uninterrupted trial is run once, not once per xdist worker
 def test_resumed_trial_ends_with_the_uninterrupted_eval_history(data_dir, tmp_path, reference, monkeypatch):
     folder = tmp_path / "trial"
     cfg = trial(data_dir, tmp_path)
@@ -100,6 +101,7 @@ def test_resumed_trial_ends_with_the_uninterrupted_eval_history(data_dir, tmp_pa
     assert not (folder / CHECKPOINT).exists()  # a finished trial keeps no checkpoint
 
 
+@pytest.mark.xdist_group("checkpoint_reference")
 def test_corrupt_checkpoint_is_reported_and_the_trial_starts_over(data_dir, tmp_path, reference):
     folder = tmp_path / "trial"
     cfg = trial(data_dir, tmp_path)

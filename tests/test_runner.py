@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from algobench import checkpoint as ckpt
 from algobench import submission as submission_lib
 from algobench.events import Ended
 from algobench.runner import run_trial
@@ -197,3 +200,26 @@ def test_processes_that_start_together_prepare_the_smoke_data_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in outs]
     assert [out.strip() for out, _ in outs] == ["True"] * 3
     assert log.read_text().splitlines() == ["prepared"]
+
+
+def test_the_batch_generator_is_closed_when_the_trial_ends(data_dir, monkeypatch):
+    """At the trial's end, not when the garbage collector next runs (the trial object sits in a
+    cycle): an image workload's loader workers would prefetch on, and a detr full loader's took
+    10 s to stop, which landed inside the next test (or the next trial of an in-process study)."""
+    generators = []
+    wrap = ckpt.CountingIterator.__init__
+
+    def spy(self, batches, drawn=0):
+        generators.append(batches)
+        wrap(self, batches, drawn)
+
+    monkeypatch.setattr(ckpt.CountingIterator, "__init__", spy)
+    gc.disable()  # only run_trial may close it
+    try:
+        _evals, end = run(config(data_dir, max_steps=3, eval_period_steps=3))
+        (batches,) = generators
+        state = inspect.getgeneratorstate(batches)
+    finally:
+        gc.enable()
+    assert end.reason == "max steps", end.traceback
+    assert state == inspect.GEN_CLOSED

@@ -58,6 +58,7 @@ def parallel_study(tmp_path_factory, data_dir):
     return root, env, res
 
 
+@pytest.mark.xdist_group("parallel_study")  # the study is run once (28-36 s), not once per xdist worker
 def test_tune_runs_each_trial_with_its_hyperparameters(parallel_study):
     root, _env, res = parallel_study
     found = summaries(root / "results")
@@ -74,6 +75,7 @@ def test_tune_runs_each_trial_with_its_hyperparameters(parallel_study):
     assert "4/4 done" in " ".join(res.stdout.split())
 
 
+@pytest.mark.xdist_group("parallel_study")
 def test_every_trial_has_an_offline_wandb_run_grouped_by_study(parallel_study):
     root, _env, res = parallel_study
     for folder in sorted((root / "results" / "gpt2" / "smoke" / "adan").iterdir()):
@@ -88,6 +90,7 @@ def test_every_trial_has_an_offline_wandb_run_grouped_by_study(parallel_study):
     assert "logging offline" in out and "4 offline run(s)" in out and "wandb sync" in out
 
 
+@pytest.mark.xdist_group("parallel_study")
 def test_rerun_does_no_work(parallel_study, data_dir):
     root, env, _res = parallel_study
     before = summaries(root / "results")
@@ -100,6 +103,7 @@ def test_rerun_does_no_work(parallel_study, data_dir):
     assert len(list((root / "results").rglob("run-*.wandb"))) == 4
 
 
+@pytest.mark.xdist_group("parallel_study")
 def test_sequential_study_lands_where_the_parallel_one_does(parallel_study, data_dir, tmp_path):
     root, env, _res = parallel_study
     res = algobench(*STUDY, "--jobs", "1", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "r"),
@@ -111,6 +115,7 @@ def test_sequential_study_lands_where_the_parallel_one_does(parallel_study, data
         assert (summary["seed"], summary["hparams"]) == (parallel[name]["seed"], parallel[name]["hparams"])
 
 
+@pytest.mark.xdist_group("parallel_study")
 def test_runs_lists_and_filters_the_trials(parallel_study):
     root, env, _res = parallel_study
     res = algobench("runs", str(root / "results"), "--study", "2", "--format", "json", env=env, cwd=root)
@@ -123,6 +128,7 @@ def test_runs_lists_and_filters_the_trials(parallel_study):
     assert "no trials found matching the filters" in none.stdout
 
 
+@pytest.mark.xdist_group("parallel_study")
 def test_score_ranks_the_study(parallel_study, tmp_path):
     """Two submissions' studies, one reaching the target in half the other's time: score ranks them."""
     root, env, _res = parallel_study
