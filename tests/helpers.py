@@ -40,6 +40,20 @@ def run_few_steps(workload: str, data_dir: Path, *, steps: int) -> tuple[list[Ev
                                               budget_s=100_000)))
 
 
+def sleeping_submission(base: str, seconds: float) -> str:
+    """The source of a submission file: built-in `base` with a step that also sleeps `seconds`
+    (CPU-free), so that a trial outlasts a signal or a time limit without burning the cores."""
+    return f"""
+import time
+from submissions.{base} import HPARAMS, PAPER, SEARCH_SPACE, make_optimizer
+from submissions.{base} import lr_schedule as base_schedule
+
+def lr_schedule(*, step, step_hint, hparams):
+    time.sleep({seconds})
+    return base_schedule(step=step, step_hint=step_hint, hparams=hparams)
+"""
+
+
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The installed `algobench` entry point, as a user runs it."""
     return subprocess.run([sys.executable, "-c", "from algobench.cli import main; main()", *args],

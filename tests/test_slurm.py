@@ -24,19 +24,11 @@ from algobench.slurm import profile as slurm_profile
 from algobench.slurm import submit as dispatch
 from algobench.slurm.jobs import slurm_states
 from algobench.specs import RunOptions, TrialConfig
-from tests.helpers import cli
+from tests.helpers import cli, sleeping_submission
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("exclusive")]  # one cluster, one worker
 ROOT = Path(__file__).resolve().parent.parent
-SLOW_ADAMW = '''
-import time
-from submissions.adamw import HPARAMS, PAPER, SEARCH_SPACE, make_optimizer
-from submissions.adamw import lr_schedule as adamw_schedule
-
-def lr_schedule(*, step, step_hint, hparams):
-    time.sleep(0.2)  # a slow step that costs no CPU
-    return adamw_schedule(step=step, step_hint=step_hint, hparams=hparams)
-'''
+SLOW_ADAMW = sleeping_submission("adamw", 0.2)  # a slow step that costs no CPU
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from algobench.layout import validate_summary
 from algobench import submission as submission_lib
 from algobench import tuning
 from algobench.specs import RunOptions, TrialConfig
+from tests.helpers import sleeping_submission
 from tests.test_tracking import history_rows, read_wandb_records, wandb_env
 
 SHORT = ("--max-steps", "6", "--eval-every-steps", "6", "--log-every-steps", "3")
@@ -34,17 +35,9 @@ def summaries(results: Path, submission: str = "adan") -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in results.glob(f"gpt2/smoke/{submission}/*/summary.json")}
 
 
-# Adan with a step that also sleeps 0.1 s (CPU-free): the trial caught mid-way is still running
+# Adan with a step that also sleeps 0.1 s: the trial caught mid-way is still running
 # when the signal lands, on a fast idle machine too (20 plain steps take about a second there).
-SLOW_ADAN = '''
-import time
-from submissions.adan import HPARAMS, PAPER, SEARCH_SPACE, make_optimizer
-from submissions.adan import lr_schedule as adan_schedule
-
-def lr_schedule(*, step, step_hint, hparams):
-    time.sleep(0.1)
-    return adan_schedule(step=step, step_hint=step_hint, hparams=hparams)
-'''
+SLOW_ADAN = sleeping_submission("adan", 0.1)
 
 
 @pytest.fixture(scope="module")
