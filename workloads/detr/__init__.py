@@ -49,11 +49,12 @@ SMOKE_DATA = data.DataConfig(train_scales=(64,), eval_scale=64, max_size=64, cro
                              loader_workers=0, cache_images=True, eval_batch_size=100)
 SMOKE_TARGETS = {"detr": 0.02, "detr_group": 0.02}  # val_map; an untrained model scores 0.0001-0.0003
 SMOKE_HOW = {
-    "detr": "Adan and AdamW (submissions' defaults, seed 0, evals every 100 steps): Adan reaches val_map 0.02 at "
-            "step 600 (0.0204), AdamW at step 900 (0.0208; 0.0199 at 800). Untrained: 0.0001-0.0003; a model on "
-            "DETR's plateau (image-independent boxes) 0.001-0.003. ~65 ms of CPU per step on one core "
-            "(110-120 ms at a load of 5 on 2 cores), so ~40 s (Adan) and ~60 s (AdamW) on one idle core; "
-            "budget 180 s",
+    "detr": "Adan and AdamW (submissions' defaults, seed 0, evals every 100 steps), measured 2026-12-06 on one "
+            "idle core: Adan reaches val_map 0.02 at step 900 (0.0247; 0.0193 at 800), AdamW at step 1,000 "
+            "(0.0223), in 64 s and 59 s (recorded at 600 and 900 when set: the plateau's end moves with a "
+            "machine's rounding). Untrained: 0.0001-0.0003; a model on DETR's plateau (image-independent "
+            "boxes) 0.001-0.003. ~65-70 ms of CPU per step on one core (110-120 ms at a load of 5 on 2 "
+            "cores); budget 180 s",
     "detr_group": "AdamW and Adan (submissions' defaults, seed 0, evals every 100 steps): both reach val_map 0.02 "
                   "at step 600 (AdamW 0.0213, Adan 0.0327); untrained 0.0001-0.0002. ~80 ms of CPU per step on one "
                   "core (~130 ms at a load of 5 on 2 cores), so ~50 s on one idle core; budget 180 s",
