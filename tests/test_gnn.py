@@ -196,14 +196,17 @@ def test_variants_change_the_model_and_have_own_targets():
 
 
 @pytest.mark.slow
-def test_adan_reaches_the_gnn_smoke_target(data_dir):
-    """Adan with its defaults and the default seed reaches val_map 0.64 at step 700 (steps, not
-    the clock, decide on a loaded machine)."""
+def test_adamw_reaches_the_gnn_smoke_target(data_dir):
+    """The AdamW baseline that set the target (its defaults, the default seed) reaches val_map 0.64
+    at the preset's eval of step 300, refined to step 228 (README: 0.6235 at 200, 0.7122 at 300);
+    steps, not the clock, decide on a loaded machine. The bound leaves one eval of room. Adan's
+    slower curve (0.64 at 700-800 steps, ~50 s) is measured in the README, not run here."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
-    cfg = TrialConfig(workload="gnn", size="smoke", submission="adan", seed=0, data_dir=data_dir,
-                      options=RunOptions(device="cpu", budget_s=1e6, max_steps=1000))
+    cfg = TrialConfig(workload="gnn", size="smoke", submission="adamw", seed=0, data_dir=data_dir,
+                      options=RunOptions(device="cpu", budget_s=1e6, max_steps=400))
     evals, end = run(cfg)
     assert end.status == "reached", (end.reason, [e.metrics.get("val_map") for e in evals])
-    assert evals[0].metrics["val_map"] < 0.45  # far below the target early on
+    assert end.extra["refined_steps_to_target"] <= 300, end.extra
+    assert evals[0].metrics["val_map"] < 0.58  # below the target early on (untrained: ~0.39)

@@ -98,7 +98,8 @@ def _smoke_how(value: float, steps: int, adan_steps: int, ms: int, loaded_ms: in
 VARIANTS: dict[str, Variant] = {
     "gnn": Variant(model={}, smoke_model={}, smoke_target=0.64,
                    smoke_how=_smoke_how(0.64, 250, 700, ms=64, loaded_ms=135, extra=(
-                       " (0.6402; with a step hint of 1000 its schedule ended on val_map 0.626)")),
+                       " (0.6402; with a step hint of 1000 its schedule ended on val_map 0.626; measured again on"
+                       " 2026-12-06 on one idle core: AdamW's refined crossing 222, Adan's 720)")),
                    full_target=0.28098,
                    full_how=ALGOPERF_TARGET.format(name="ogbg", val=0.28098, test=0.268729), algoperf_name="ogbg"),
     "gnn_gelu": Variant(model={"activation": "gelu"}, smoke_model={"activation": "gelu"},
