@@ -283,8 +283,8 @@ def test_adan_reaches_the_bert_smoke_target(data_dir, one_thread):
     """Adan's defaults (seed 1, one thread) reach the smoke target (0.15) at the preset's eval of
     step 450 (0.1509), refined to step 432 (README; AdamW's defaults take 750, refined 630); steps,
     not seconds, decide, so a loaded machine gives the same answer. The curve is flat there (0.14
-    at step 300), so another CPU's rounding may cross an eval earlier or later: the bounds leave
-    one eval of room."""
+    at step 300, 0.1523 at 600), so another CPU's rounding may cross an eval later: the bounds
+    leave one eval of room."""
     from algobench.specs import RunOptions, TrialConfig
     from tests.helpers import run
 
